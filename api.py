@@ -1,0 +1,208 @@
+"""The Python API: `compile(model, target)` -> `CompiledModel`, and `load(outdir)`.
+
+The pipeline is the same for every target: frontend -> passes -> build -> export -> validate. A compiled
+model is always exported to a library first and then loaded, so validation and profiling measure exactly the
+file that `save()` writes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, StagedFolder, check_destination, read_manifest,
+                       verify_files)
+from .errors import UserError, ValidationError
+from .frontend import Signature, import_model, load_model
+from .passes import PassConfig, run_passes
+from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
+from .validate import ValidationReport, compare, reference_outputs
+
+Feed = Mapping[str, np.ndarray] | Sequence[np.ndarray]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CompileOptions:
+    input_shapes: Mapping[str, Sequence[int]] | None = None
+    opt_level: int = 2
+    validate: bool = True
+    inputs: Mapping[str, np.ndarray] | None = None  # validation inputs (default: seeded random)
+    seed: int = 0
+    atol: float | None = None
+    rtol: float | None = None
+    example_inputs: Sequence[Any] | None = None  # for torch.nn.Module sources
+    input_names: Sequence[str] | None = None  # for torch.nn.Module sources
+
+
+class CompiledModel:
+    """A compiled model and its metadata; runs and profiles on its target's device."""
+
+    def __init__(self, target: Target, signature: Signature, library: Path, metadata: dict[str, Any],
+                 owner: tempfile.TemporaryDirectory | None = None):
+        self.target = target
+        self.signature = signature
+        self.library = library
+        self.metadata = metadata  # what goes into the manifest (without files/validation/latency)
+        self.validation: ValidationReport | dict | None = None
+        self.latency: LatencyReport | None = None
+        self._owner = owner  # keeps a freshly built library's temporary folder alive
+        self._session: Session | None = None
+
+    def session(self, threads: int | None = None) -> Session:
+        if self._session is None or (threads is not None and threads != self._session.threads):
+            self._session = self.target.load(self.library, threads)
+        return self._session
+
+    def run(self, inputs: Feed) -> list[np.ndarray]:
+        """One inference. `inputs`: name -> array, or arrays in the signature's input order."""
+        return self.target.run(self.session(), self._arrays(inputs))
+
+    def profile(self, inputs: Feed | None = None, warmup: int = 3, repeat: int = 50, threads: int | None = None,
+                max_seconds: float | None = None) -> LatencyReport:
+        config = ProfileConfig(warmup=warmup, repeat=repeat, threads=threads, max_seconds=max_seconds)
+        arrays = self._arrays(inputs if inputs is not None else self.signature.random_feed())
+        self.latency = self.target.profile(self.session(threads), arrays, config)
+        return self.latency
+
+    def save(self, outdir: str | Path, force: bool = False) -> Path:
+        """Write the artifact folder atomically; measures latency first if `profile()` was not called."""
+        outdir = Path(outdir)
+        check_destination(outdir, force)
+        if self.latency is None:
+            self.profile(max_seconds=10.0)
+        with StagedFolder(outdir) as staged:
+            shutil.copyfile(self.library, staged.path / LIBRARY)
+            staged.write_json(LATENCY_JSON, self.latency.to_dict())
+            staged.write_text(LATENCY_CSV, self.latency.to_csv())
+            return staged.publish(self.manifest())
+
+    def manifest(self) -> dict[str, Any]:
+        validation = self.validation.to_dict() if isinstance(self.validation, ValidationReport) else (
+            self.validation or {"skipped": True})
+        latency = None
+        if self.latency is not None:
+            latency = {"file": LATENCY_JSON, "threads": self.latency.threads, "repeat": self.latency.repeat,
+                       **{k: round(v, 6) for k, v in self.latency.stats.items()}}
+        return {**self.metadata, "validation": validation, "latency": latency}
+
+    def _arrays(self, inputs: Feed) -> list[np.ndarray]:
+        if isinstance(inputs, Mapping):
+            return self.signature.check_feed(inputs)
+        arrays = list(inputs)
+        if len(arrays) != len(self.signature.inputs):
+            raise UserError(f"expected {len(self.signature.inputs)} inputs "
+                            f"({', '.join(self.signature.input_names)}), got {len(arrays)}")
+        return self.signature.check_feed(dict(zip(self.signature.input_names, arrays)))
+
+
+def compile(model: Any, target: str | Target = "host", progress: Progress | None = None,
+            **options: Any) -> CompiledModel:
+    """Compile `model` (an .onnx path, `onnx.ModelProto`, or `torch.nn.Module` with `example_inputs=`) for
+    `target`, validate it against onnxruntime, and return it. Options: see `CompileOptions`.
+
+    Raises `UserError` for bad input and `ValidationError` (carrying the model) when outputs disagree.
+    """
+    try:
+        opts = CompileOptions(**options)
+    except TypeError as exc:
+        raise UserError(f"edgetune.compile: {exc}") from None
+    say = progress or (lambda _msg: None)
+    target = get_target(target)
+    pass_config = PassConfig(opt_level=opts.opt_level)
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        say(f"{stage}...")
+        start = time.perf_counter()
+        value = fn()
+        timings[stage] = round(time.perf_counter() - start, 3)
+        return value
+
+    loaded = timed("load", lambda: load_model(model, opts.example_inputs, opts.input_names))
+    imported = timed("import", lambda: import_model(loaded, opts.input_shapes))
+    feed = None
+    if opts.validate:  # check user inputs before the long part of the work
+        feed = dict(opts.inputs) if opts.inputs is not None else imported.signature.random_feed(opts.seed)
+        imported.signature.check_feed(feed)
+    passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
+    executable = timed("build", lambda: target.build(passed.mod))
+    owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
+    library = Path(owner.name) / LIBRARY
+    timed("export", lambda: target.export(executable, library))
+
+    metadata = {
+        "schema": "edgetune.manifest/1",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "source": {"origin": loaded.origin, "sha256": loaded.sha256, "producer": loaded.proto.producer_name,
+                   "opsets": {op.domain or "ai.onnx": op.version for op in loaded.proto.opset_import}},
+        "target": {"name": target.name, "description": target.description, "tvm": target.target_json()},
+        "signature": imported.signature.to_dict(),
+        "passes": {"opt_level": pass_config.opt_level, "ran": [r.to_dict() for r in passed.records]},
+        "compile_seconds": timings,
+    }
+    compiled = CompiledModel(target, imported.signature, library, metadata, owner)
+    if not opts.validate:
+        compiled.validation = {"skipped": True}
+        return compiled
+    say("validate...")
+    reference = reference_outputs(loaded.proto, feed)
+    actual = compiled.run(feed)
+    compiled.validation = compare(actual, reference, imported.signature.outputs, reference=_ort_name(),
+                                  inputs="user inputs" if opts.inputs is not None else f"random (seed {opts.seed})",
+                                  atol=opts.atol, rtol=opts.rtol)
+    if not compiled.validation.passed:
+        raise ValidationError(f"validation {compiled.validation.summary()}", compiled)
+    return compiled
+
+
+def load(outdir: str | Path) -> CompiledModel:
+    """Open a saved artifact folder after checking every file against the manifest's checksums."""
+    outdir = Path(outdir)
+    manifest = read_manifest(outdir)
+    verify_files(outdir, manifest)
+    try:
+        signature = Signature.from_dict(manifest["signature"])
+        target = get_target(manifest["target"]["name"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{outdir}/manifest.json is missing {exc}; compile the model again") from None
+    metadata = {k: v for k, v in manifest.items() if k not in ("files", "validation", "latency")}
+    compiled = CompiledModel(target, signature, outdir / LIBRARY, metadata)
+    compiled.validation = manifest.get("validation")
+    latency_path = outdir / LATENCY_JSON
+    if latency_path.is_file():
+        import json
+
+        compiled.latency = LatencyReport.from_dict(json.loads(latency_path.read_text()))
+    return compiled
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import tvm
+    import tvm_ffi
+    from tvm.target import codegen
+
+    return {"edgetune": __version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__,
+            "llvm": str(codegen.llvm_version_major()), "onnx": onnx.__version__, "onnxruntime": _ort_version(),
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _ort_name() -> str:
+    return f"onnxruntime {_ort_version()} (CPUExecutionProvider)"

@@ -1,0 +1,253 @@
+"""The `edgetune` command: parses arguments and calls the Python API, nothing more.
+
+Exit statuses: 0 success, 1 internal error (a traceback file is named), 2 bad input (one line, no traceback),
+3 validation failure (the artifact is kept as OUTDIR.failed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import EdgetuneError, UserError, ValidationError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + error
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_profile_flags(p: argparse.ArgumentParser, repeat: int) -> None:
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--repeat", type=int, default=repeat, help=f"timed runs (default {repeat})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgetune", description="Compile ONNX models into tuned, validated TVM libraries.")
+    parser.add_argument("--version", action="version", version=f"edgetune {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("compile", help="compile, validate and profile a model into an artifact folder")
+    c.add_argument("model", help="an .onnx file")
+    c.add_argument("-t", "--target", default="host", help="target preset (see `edgetune targets`)")
+    c.add_argument("-o", "--output", required=True, help="artifact folder to create")
+    c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
+                   help="static shape for an input with dynamic dims, e.g. data=1x3x224x224 (repeatable)")
+    c.add_argument("--opt-level", type=int, default=2, help="pass pipeline level 0-3 (default 2)")
+    c.add_argument("--inputs", help=".npz of validation inputs (default: seeded random data)")
+    c.add_argument("--no-validate", action="store_true", help="skip the comparison with onnxruntime")
+    c.add_argument("--atol", type=float, help="absolute tolerance for validation (default per dtype)")
+    c.add_argument("--rtol", type=float, help="relative tolerance for validation (default per dtype)")
+    c.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    _add_profile_flags(c, repeat=50)
+    c.add_argument("--max-profile-seconds", type=float, default=10.0,
+                   help="stop timing early after this long (default 10)")
+
+    r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz")
+    r.add_argument("outdir")
+    r.add_argument("--inputs", required=True, help=".npz with one array per model input")
+    r.add_argument("--outputs", required=True, help=".npz to write, one array per model output")
+    r.add_argument("--threads", type=int, default=None)
+
+    p = sub.add_parser("profile", help="measure a compiled artifact and rewrite its latency log")
+    p.add_argument("outdir")
+    p.add_argument("--inputs", help=".npz of inputs (default: seeded random data)")
+    _add_profile_flags(p, repeat=100)
+
+    i = sub.add_parser("inspect", help="list a model's operators, inputs, outputs and unsupported operators")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("targets", help="list target presets with their TVM target JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ValidationError as exc:
+        print(f"edgetune: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except EdgetuneError as exc:
+        print(f"edgetune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgetune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, don't dump
+        fd, path = tempfile.mkstemp(prefix="edgetune-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        print(f"edgetune: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:] or ''}; "
+              f"traceback written to {path} (please report it)", file=sys.stderr)
+        return 1
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from . import api
+    from .artifact import check_destination
+    from .frontend import parse_input_shapes
+
+    outdir = Path(args.output)
+    check_destination(outdir, args.force)
+    options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
+                   validate=not args.no_validate, atol=args.atol, rtol=args.rtol)
+    if args.inputs:
+        options["inputs"] = _read_npz(args.inputs)
+    try:
+        model = api.compile(args.model, args.target, progress=_progress, **options)
+    except ValidationError as exc:
+        failed = outdir.with_name(outdir.name + ".failed")
+        if exc.compiled is not None:
+            exc.compiled.profile(warmup=1, repeat=1)
+            exc.compiled.save(failed, force=True)
+        raise ValidationError(f"{exc}; artifact kept in {failed}") from None
+    _progress("profile...")
+    report = model.profile(warmup=args.warmup, repeat=args.repeat, threads=args.threads,
+                           max_seconds=args.max_profile_seconds)
+    model.save(outdir, force=args.force)
+    validation = model.validation
+    print(f"compiled {args.model} for {model.target.name} -> {outdir}")
+    if hasattr(validation, "summary"):
+        print(f"validation {validation.summary()}")
+    print(report.format_table())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import api
+
+    model = api.load(args.outdir)
+    feed = _read_npz(args.inputs)
+    if args.threads:
+        model.session(args.threads)
+    outputs = model.run(feed)
+    _write_npz(Path(args.outputs), dict(zip(model.signature.output_names, outputs)))
+    for spec, value in zip(model.signature.outputs, outputs):
+        print(f"{spec.name}: {value.dtype}{list(value.shape)}")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from . import api
+
+    model = api.load(args.outdir)
+    feed = _read_npz(args.inputs) if args.inputs else None
+    report = model.profile(feed, warmup=args.warmup, repeat=args.repeat, threads=args.threads)
+    model.save(args.outdir, force=True)
+    print(report.format_table())
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .frontend import load_model, op_coverage
+
+    loaded = load_model(args.model)
+    coverage = op_coverage(loaded.proto)
+    graph = loaded.proto.graph
+    initializers = {init.name for init in graph.initializer}
+    info = {
+        "model": args.model,
+        "producer": f"{loaded.proto.producer_name} {loaded.proto.producer_version}".strip(),
+        "opsets": {op.domain or "ai.onnx": op.version for op in loaded.proto.opset_import},
+        "inputs": [_describe_value(vi) for vi in graph.input if vi.name not in initializers],
+        "outputs": [_describe_value(vi) for vi in graph.output],
+        "initializers": len(initializers),
+        "ops": dict(coverage.counts.most_common()),
+        "unsupported": coverage.unsupported,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['model']}  (producer: {info['producer'] or '?'}, opsets: "
+          + ", ".join(f"{k} {v}" for k, v in info["opsets"].items()) + ")")
+    for kind in ("inputs", "outputs"):
+        print(f"{kind}:")
+        for v in info[kind]:
+            print(f"  {v['name']}: {v['dtype']}[{', '.join(map(str, v['shape']))}]")
+    print(f"operators ({sum(coverage.counts.values())} nodes, {len(coverage.counts)} types, "
+          f"{info['initializers']} initializers):")
+    for op, count in coverage.counts.most_common():
+        mark = "  UNSUPPORTED" if op in coverage.unsupported else ""
+        print(f"  {count:5d}  {op}{mark}")
+    if coverage.unsupported:
+        print(f"unsupported by the importer: {coverage.unsupported_message()}")
+    else:
+        print("every operator is supported by the importer")
+    return 0
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from .targets import get_target, target_names
+
+    for name in target_names():
+        target = get_target(name)
+        print(f"{name}: {target.description}")
+        print(f"  {json.dumps(target.target_json(), sort_keys=True)}")
+    return 0
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "profile": _cmd_profile, "inspect": _cmd_inspect,
+            "targets": _cmd_targets}
+
+
+def _describe_value(vi) -> dict:
+    import onnx
+
+    tt = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    except (KeyError, TypeError):
+        dtype = onnx.TensorProto.DataType.Name(tt.elem_type)
+    return {"name": vi.name, "dtype": dtype, "shape": dims}
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise UserError(f"inputs file {path} does not exist; pass an .npz with one array per model input")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"cannot read {path} as .npz ({exc}); write it with numpy.savez") from None
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    if not path.resolve().parent.is_dir():
+        raise UserError(f"cannot write {path}: its folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty() or os.environ.get("EDGETUNE_PROGRESS"):
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

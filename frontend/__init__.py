@@ -1,0 +1,22 @@
+"""Frontend: a model in (ONNX file, `onnx.ModelProto`, torch module), a Relax IRModule and its signature out."""
+
+from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
+from .importer import ImportedModel, import_model
+from .loader import LoadedModel, export_torch, load_model
+from .signature import Signature, TensorSpec, parse_input_shapes, resolve_input_specs
+
+__all__ = [
+    "ImportedModel",
+    "LoadedModel",
+    "OpCoverage",
+    "Signature",
+    "TensorSpec",
+    "check_supported",
+    "export_torch",
+    "import_model",
+    "load_model",
+    "op_coverage",
+    "parse_input_shapes",
+    "resolve_input_specs",
+    "supported_ops",
+]

@@ -1,0 +1,6 @@
+"""Passes: Relax-to-Relax transformations run between import and build."""
+
+from .pipeline import DEFAULT_OPT_LEVEL, OPT_LEVELS, STAGES, PassConfig, PassRecord, PassResult, pipeline_stages, run_passes
+
+__all__ = ["DEFAULT_OPT_LEVEL", "OPT_LEVELS", "STAGES", "PassConfig", "PassRecord", "PassResult",
+           "pipeline_stages", "run_passes"]

@@ -1,0 +1,97 @@
+"""The interface every target implements: build, export, load, run, profile.
+
+A target turns a Relax module (after edgetune's passes) into a VM executable, writes it as a shared library,
+opens that library on its device (locally, or on a board over RPC), runs it and measures it. The compile
+driver only speaks this interface, so a new target is one new module plus a registry entry.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .profiling import LatencyReport, ProfileConfig, measure
+
+
+@dataclass
+class Session:
+    """A loaded library on its device, ready to run."""
+
+    module: Any  # tvm.runtime.Module (local or remote)
+    device: Any  # tvm.runtime.Device
+    vm: Any  # relax.VirtualMachine
+    device_name: str
+    threads: int
+
+
+class Target(abc.ABC):
+    """A named deployment target (a preset in the registry)."""
+
+    name: str
+    description: str
+
+    @abc.abstractmethod
+    def tvm_target(self) -> tvm.target.Target:
+        """The TVM target the code is generated for."""
+
+    def target_json(self) -> dict[str, Any]:
+        """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
+        return _to_json(self.tvm_target().export())
+
+    def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
+        """Lower and compile a module that went through the pass pipeline."""
+        target = self.tvm_target()
+        with target:
+            return tvm.compile(mod, target=target)
+
+    def export(self, executable: relax.VMExecutable, path: Path) -> None:
+        """Write the executable as one self-contained shared library."""
+        executable.export_library(str(path))
+
+    @abc.abstractmethod
+    def load(self, path: Path, threads: int | None = None) -> Session:
+        """Open an exported library on this target's device."""
+
+    def run(self, session: Session, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One inference; inputs in signature order, outputs as numpy arrays in graph order."""
+        result = session.vm["main"](*self._to_device(session, arrays))
+        return [t.numpy() for t in _flatten(result)]
+
+    def profile(self, session: Session, arrays: Sequence[np.ndarray], config: ProfileConfig) -> LatencyReport:
+        args = self._to_device(session, arrays)
+        return measure(session.vm, session.device, args, config, session.device_name, session.threads)
+
+    @staticmethod
+    def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:
+        return [tvm.runtime.tensor(np.ascontiguousarray(a), session.device) for a in arrays]
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (tvm.runtime.Tensor,)):
+        return [value]
+    out: list[Any] = []
+    for item in value:
+        out.extend(_flatten(item))
+    return out
+
+
+def _to_json(value: Any) -> Any:
+    """TVM containers and objects as JSON-ready Python values."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__"):
+        return [_to_json(v) for v in value]
+    return str(value)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,194 @@
+"""Latency measurement of a compiled model: end-to-end statistics and a per-kernel breakdown.
+
+TVM 0.27 has no VM profiler any more. End-to-end times come from the VM's `time_evaluator` (the timing loop
+runs in C++, and works the same over RPC); the per-kernel breakdown comes from separate, instrumented runs
+(`VirtualMachine.set_instrument`), whose kernel times are checked against those runs' own end-to-end times so
+that the report states how much of the time the kernels explain.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+BUILTIN_PREFIXES = ("vm.builtin.", "vm.")
+
+
+@dataclass
+class ProfileConfig:
+    warmup: int = 3
+    repeat: int = 50
+    # Stop earlier than `repeat` when the runs would take longer than this (None: always `repeat`).
+    max_seconds: float | None = None
+    threads: int | None = None
+    kernel_runs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.repeat < 1 or self.kernel_runs < 0:
+            raise UserError("--warmup must be >= 0 and --repeat >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UserError("--threads must be a positive integer")
+
+
+@dataclass
+class KernelStat:
+    name: str
+    kind: str  # "kernel" (a compiled TIR function) or "builtin" (VM runtime: allocation, shape checks)
+    calls: int  # per inference
+    total_ms: float  # per inference
+    mean_ms: float  # per call
+    share: float  # of the summed time of all calls, in percent
+
+
+@dataclass
+class LatencyReport:
+    device: str
+    threads: int
+    warmup: int
+    repeat: int
+    samples_ms: list[float]
+    kernels: list[KernelStat] = field(default_factory=list)
+    kernel_runs: int = 0
+    instrumented_ms: float = 0.0  # mean end-to-end time of the instrumented runs
+
+    @property
+    def stats(self) -> dict[str, float]:
+        data = np.asarray(self.samples_ms, dtype=np.float64)
+        return {
+            "mean_ms": float(data.mean()),
+            "p50_ms": float(np.percentile(data, 50)),
+            "p90_ms": float(np.percentile(data, 90)),
+            "p99_ms": float(np.percentile(data, 99)),
+            "min_ms": float(data.min()),
+            "max_ms": float(data.max()),
+            "std_ms": float(data.std()),
+        }
+
+    @property
+    def kernel_sum_ms(self) -> float:
+        return sum(k.total_ms for k in self.kernels)
+
+    def kernel_check(self) -> dict[str, float]:
+        """How much of the instrumented end-to-end time the individual calls explain."""
+        gap = self.instrumented_ms - self.kernel_sum_ms
+        pct = 100.0 * gap / self.instrumented_ms if self.instrumented_ms > 0 else 0.0
+        return {"runs": self.kernel_runs, "instrumented_end_to_end_ms": self.instrumented_ms,
+                "sum_of_calls_ms": self.kernel_sum_ms, "gap_ms": gap, "gap_pct": pct}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "edgetune.latency/1",
+            "device": self.device,
+            "end_to_end": {"warmup": self.warmup, "repeat": self.repeat, "threads": self.threads, **self.stats},
+            "samples_ms": self.samples_ms,
+            "kernels": [asdict(k) for k in self.kernels],
+            "kernel_check": self.kernel_check(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyReport":
+        e2e, check = data["end_to_end"], data["kernel_check"]
+        return cls(device=data["device"], threads=e2e["threads"], warmup=e2e["warmup"], repeat=e2e["repeat"],
+                   samples_ms=list(data["samples_ms"]), kernels=[KernelStat(**k) for k in data["kernels"]],
+                   kernel_runs=check["runs"], instrumented_ms=check["instrumented_end_to_end_ms"])
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        stat_cols = ["mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms"]
+        writer.writerow(["scope", "name", "calls", "total_ms", *stat_cols, "share_pct"])
+        stats = self.stats
+        writer.writerow(["end_to_end", "main", self.repeat, f"{sum(self.samples_ms):.6f}",
+                         *(f"{stats[c]:.6f}" for c in stat_cols), "100.0"])
+        for k in self.kernels:
+            writer.writerow([k.kind, k.name, k.calls, f"{k.total_ms:.6f}", f"{k.mean_ms:.6f}",
+                             "", "", "", "", "", "", f"{k.share:.2f}"])
+        return out.getvalue()
+
+    def format_table(self, top: int = 10) -> str:
+        s = self.stats
+        lines = [
+            f"latency on {self.device}, {self.threads} thread(s), {self.repeat} runs after {self.warmup} warm-up:",
+            f"  mean {s['mean_ms']:.3f} ms  p50 {s['p50_ms']:.3f}  p90 {s['p90_ms']:.3f}  p99 {s['p99_ms']:.3f}  "
+            f"min {s['min_ms']:.3f}  max {s['max_ms']:.3f}  std {s['std_ms']:.3f}",
+        ]
+        if self.kernels:
+            check = self.kernel_check()
+            lines.append(f"  kernels ({len(self.kernels)} functions; calls sum to {check['sum_of_calls_ms']:.3f} ms "
+                         f"of {check['instrumented_end_to_end_ms']:.3f} ms instrumented, gap "
+                         f"{check['gap_pct']:.1f}%):")
+            lines.append(f"    {'share':>6}  {'total ms':>9}  {'calls':>5}  name")
+            for k in self.kernels[:top]:
+                lines.append(f"    {k.share:5.1f}%  {k.total_ms:9.3f}  {k.calls:5d}  {k.name}")
+            if len(self.kernels) > top:
+                rest = self.kernels[top:]
+                lines.append(f"    {sum(k.share for k in rest):5.1f}%  {sum(k.total_ms for k in rest):9.3f}"
+                             f"  {sum(k.calls for k in rest):5d}  ({len(rest)} more)")
+        return "\n".join(lines)
+
+
+def measure(vm: Any, device: Any, args: Sequence[Any], config: ProfileConfig, device_name: str,
+            threads: int, instrument: bool = True) -> LatencyReport:
+    """Time `vm["main"](*args)`: warm-up, `repeat` timed runs, then instrumented runs for the breakdown."""
+    main = vm["main"]
+    start = time.perf_counter()
+    for _ in range(max(config.warmup, 1)):
+        main(*args)
+    per_run = (time.perf_counter() - start) / max(config.warmup, 1)
+    repeat = config.repeat
+    if config.max_seconds is not None and per_run > 0:
+        repeat = max(1, min(repeat, math.floor(config.max_seconds / per_run)))
+    result = vm.time_evaluator("main", device, number=1, repeat=repeat)(*args)
+    samples = [float(t) * 1e3 for t in result.results]
+    report = LatencyReport(device=device_name, threads=threads, warmup=config.warmup, repeat=len(samples),
+                           samples_ms=samples)
+    if instrument and config.kernel_runs:
+        _breakdown(vm, main, args, config.kernel_runs, report)
+    return report
+
+
+def _breakdown(vm: Any, main: Any, args: Sequence[Any], runs: int, report: LatencyReport) -> None:
+    totals: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    started: list[float] = []
+
+    def on_call(func, name, before_run, ret, *call_args):  # VM instrument protocol; 0 = continue
+        now = time.perf_counter()
+        if before_run:
+            started.append(now)
+        else:
+            totals[name] += now - started.pop()
+            calls[name] += 1
+        return 0
+
+    vm.set_instrument(on_call)
+    try:
+        elapsed = 0.0
+        for _ in range(runs):
+            begin = time.perf_counter()
+            main(*args)
+            elapsed += time.perf_counter() - begin
+    finally:
+        vm.set_instrument(None)
+    grand = sum(totals.values()) or 1.0
+    report.kernel_runs = runs
+    report.instrumented_ms = elapsed * 1e3 / runs
+    report.kernels = sorted(
+        (KernelStat(name=name,
+                    kind="builtin" if name.startswith(BUILTIN_PREFIXES) else "kernel",
+                    calls=calls[name] // runs,
+                    total_ms=totals[name] * 1e3 / runs,
+                    mean_ms=totals[name] * 1e3 / calls[name],
+                    share=100.0 * totals[name] / grand)
+         for name in totals),
+        key=lambda k: -k.total_ms,
+    )
