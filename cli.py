@@ -90,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fd, path = tempfile.mkstemp(prefix="edgetune-crash-", suffix=".log")
         with os.fdopen(fd, "w") as f:
             traceback.print_exc(file=f)
-        print(f"edgetune: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:] or ''}; "
-              f"traceback written to {path} (please report it)", file=sys.stderr)
+        detail = (str(exc).strip().splitlines() or [""])[-1]
+        print(f"edgetune: internal error: {type(exc).__name__}: {detail}; traceback written to {path} "
+              "(please report it)", file=sys.stderr)
         return 1
 
 

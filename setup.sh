@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine. It creates .venv/, installs edgetune with what it needs, then:
+#   bash setup.sh example   train the bundled digits CNN, compile it for the host CPU, print its latency report
+#   bash setup.sh test      run the whole default test suite (add --runslow, or pytest flags, after it)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+
+need_python() {
+    if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        echo "setup.sh: Python >= 3.10 is required (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3" >&2
+        exit 2
+    fi
+}
+
+install() {
+    need_python
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "== creating $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    # The stamp skips pip when nothing that decides the install has changed.
+    local stamp="$VENV/.edgetune-installed" want
+    want=$(cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "== installing edgetune and its dependencies into $VENV (first time: a few minutes)"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+example_model() {
+    if [ ! -f examples/digits/digits_cnn.onnx ] || [ ! -f examples/digits/digits_samples.npz ]; then
+        echo "== training the example model (scikit-learn digits, a few seconds)"
+        "$VENV/bin/python" examples/digits/train.py
+    fi
+}
+
+case "${1:-}" in
+    example)
+        install
+        example_model
+        echo "== edgetune compile examples/digits/digits_cnn.onnx -t host -o out/digits"
+        exec "$VENV/bin/edgetune" compile examples/digits/digits_cnn.onnx -t host -o out/digits --force \
+            --inputs examples/digits/digits_samples.npz
+        ;;
+    test)
+        shift
+        install
+        example_model
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: bash setup.sh example | test [pytest args]" >&2
+        exit 2
+        ;;
+esac

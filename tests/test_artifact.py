@@ -1,0 +1,131 @@
+"""The artifact folder: atomic, checksummed, loadable by stock TVM alone, with a sound latency log."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgetune
+from edgetune.artifact import StagedFolder
+from edgetune.errors import UserError
+
+from onnx_models import conv_net, two_outputs
+
+MANIFEST_KEYS = {"schema", "created", "versions", "source", "target", "signature", "passes", "compile_seconds",
+                 "validation", "latency", "files"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "convnet"
+    compiled = edgetune.compile(conv_net(channels=32, size=32))
+    compiled.profile(repeat=20)
+    compiled.save(out)
+    return out, compiled
+
+
+def test_manifest_contents(saved):
+    out, compiled = saved
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert MANIFEST_KEYS <= set(manifest)
+    assert set(manifest["versions"]) >= {"edgetune", "tvm", "tvm_ffi", "llvm"}
+    assert manifest["versions"]["tvm"].startswith("0.27")
+    assert manifest["target"]["name"] == "host" and manifest["target"]["tvm"]["kind"] == "llvm"
+    assert manifest["target"]["tvm"]["num-cores"] >= 1 and manifest["target"]["tvm"]["mcpu"]
+    assert len(manifest["source"]["sha256"]) == 64
+    assert manifest["validation"]["passed"] is True
+    assert manifest["validation"]["outputs"][0]["max_abs_err"] <= 1e-3
+    assert [p["name"] for p in manifest["passes"]["ran"]][-1] == "DeadCodeElimination"
+    assert set(manifest["files"]) == {"model.so", "latency.json", "latency.csv"}
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"].values())
+    assert sorted(p.name for p in out.iterdir()) == ["latency.csv", "latency.json", "manifest.json", "model.so"]
+
+
+def test_latency_log_schema_and_kernel_sum(saved):
+    out, _ = saved
+    log = json.loads((out / "latency.json").read_text())
+    e2e = log["end_to_end"]
+    assert {"warmup", "repeat", "threads", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
+            "std_ms"} <= set(e2e)
+    assert e2e["repeat"] == len(log["samples_ms"]) == 20
+    assert e2e["min_ms"] <= e2e["p50_ms"] <= e2e["p90_ms"] <= e2e["p99_ms"] <= e2e["max_ms"]
+    kernels = [k for k in log["kernels"] if k["kind"] == "kernel"]
+    assert any(k["name"].startswith("fused_conv2d") for k in kernels)
+    assert all(k["calls"] >= 1 and k["total_ms"] > 0 for k in kernels)
+    assert abs(sum(k["share"] for k in log["kernels"]) - 100) < 0.1
+    check = log["kernel_check"]
+    # The calls happen inside the run: their sum cannot exceed it, and on a compute-bound model they must
+    # explain most of it (what is left is the VM's own dispatch).
+    assert 0 <= check["gap_pct"] < 30, check
+    assert check["instrumented_end_to_end_ms"] > 0.5 * e2e["p50_ms"]
+    rows = list(csv.DictReader(io.StringIO((out / "latency.csv").read_text())))
+    assert rows[0]["scope"] == "end_to_end" and int(rows[0]["calls"]) == 20
+    assert {r["name"] for r in rows[1:]} == {k["name"] for k in log["kernels"]}
+
+
+def test_load_round_trip(saved):
+    out, compiled = saved
+    loaded = edgetune.load(out)
+    feed = compiled.signature.random_feed(5)
+    np.testing.assert_array_equal(loaded.run(feed)[0], compiled.run(feed)[0])
+    assert loaded.latency.repeat == 20 and loaded.validation["passed"]
+
+
+def test_tampered_library_is_refused(saved, tmp_path):
+    out, compiled = saved
+    copy = tmp_path / "copy"
+    compiled.save(copy)
+    with open(copy / "model.so", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x90\x90\x90\x90")
+    with pytest.raises(UserError, match="does not match the checksum"):
+        edgetune.load(copy)
+    (copy / "model.so").unlink()
+    with pytest.raises(UserError, match="is missing"):
+        edgetune.load(copy)
+
+
+def test_stock_tvm_runs_the_library_in_a_fresh_process(saved):
+    """Only apache-tvm (and numpy) may be imported: edgetune, onnx, onnxruntime and torch are blocked."""
+    out, compiled = saved
+    feed = compiled.signature.random_feed(7)
+    np.save(out.parent / "x.npy", feed["x"])
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('edgetune', 'onnx', 'onnxruntime', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np, tvm
+lib = tvm.runtime.load_module({str(out / 'model.so')!r})
+vm = tvm.runtime.vm.VirtualMachine(lib, tvm.cpu())
+y = vm['main'](tvm.runtime.tensor(np.load({str(out.parent / 'x.npy')!r}), tvm.cpu()))
+np.save({str(out.parent / 'y.npy')!r}, y.numpy())
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=out.parent)
+    np.testing.assert_array_equal(np.load(out.parent / "y.npy"), compiled.run(feed)[0])
+
+
+def test_save_refuses_existing_folder_and_force_replaces(tmp_path):
+    compiled = edgetune.compile(two_outputs())
+    out = tmp_path / "m"
+    compiled.save(out)
+    (out / "stale.txt").write_text("from before")
+    with pytest.raises(UserError, match="already exists; pass --force"):
+        compiled.save(out)
+    compiled.save(out, force=True)
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or old folders left
+
+
+def test_staged_folder_vanishes_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with StagedFolder(tmp_path / "x") as staged:
+            staged.write_text("model.so", "half")
+            raise RuntimeError("crash while writing")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,104 @@
+"""Frontend: loading, checking, signature resolution and operator coverage."""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgetune.errors import UserError
+from edgetune.frontend import import_model, load_model, op_coverage, parse_input_shapes, resolve_input_specs
+
+from onnx_models import conv_net, dangling_input, light, save, two_outputs, with_unsupported_ops
+
+
+def test_parse_input_shapes():
+    assert parse_input_shapes(["data=1x3x224x224", "mask=1,128"]) == {"data": (1, 3, 224, 224), "mask": (1, 128)}
+    assert parse_input_shapes(["2x3"]) == {"": (2, 3)}
+    assert parse_input_shapes(["gpu_0/data_0=1x3x8x8"]) == {"gpu_0/data_0": (1, 3, 8, 8)}
+    with pytest.raises(UserError, match="NAME=DxDx"):
+        parse_input_shapes(["data=1xbx3"])
+
+
+def test_dynamic_dims_need_input_shape():
+    model = conv_net(batch="N")
+    with pytest.raises(UserError, match=r"input 'x' has dynamic dimensions \[N, 3, 16, 16\].*--input-shape x="):
+        resolve_input_specs(model)
+    (spec,) = resolve_input_specs(model, {"x": (4, 3, 16, 16)})
+    assert spec.shape == (4, 3, 16, 16) and spec.dtype == "float32"
+    (spec,) = resolve_input_specs(model, {"": (2, 3, 16, 16)})
+    assert spec.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"x": (1, 3, 16)}, "rank 3 but the model declares rank 4"),
+    ({"x": (1, 4, 16, 16)}, "contradicts the model's static dims"),
+    ({"y": (1, 3, 16, 16)}, "unknown input y; the model's inputs are x"),
+    ({"x": (0, 3, 16, 16)}, "positive integer"),
+])
+def test_bad_input_shapes(shapes, message):
+    with pytest.raises(UserError, match=message):
+        resolve_input_specs(conv_net(batch="N"), shapes)
+
+
+def test_unsupported_ops_are_all_reported_with_nodes_and_counts():
+    model = with_unsupported_ops()
+    coverage = op_coverage(model)
+    assert coverage.unsupported == {"com.example::FancyOp": ["fancy_a", "fancy_b"],
+                                    "com.example::OtherOp": ["other_1"]}
+    with pytest.raises(UserError) as err:
+        import_model(load_model(model))
+    text = str(err.value)
+    assert "com.example::FancyOp x2 (fancy_a, fancy_b)" in text and "com.example::OtherOp x1 (other_1)" in text
+    assert "\n" not in text
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\xff definitely not protobuf" * 10)
+    with pytest.raises(UserError, match="is not an ONNX model"):
+        load_model(junk)
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello")
+    with pytest.raises(UserError, match="is not an ONNX model"):
+        load_model(text)
+    with pytest.raises(UserError, match="fails onnx.checker"):
+        load_model(save(dangling_input(), tmp_path / "bad.onnx"))
+    with pytest.raises(UserError, match="is a folder"):
+        load_model(tmp_path)
+
+
+def test_signature_and_feed_checks():
+    imported = import_model(load_model(two_outputs()))
+    sig = imported.signature
+    assert [s.describe() for s in sig.inputs] == ["a: float32[2x5]", "b: float32[2x5]"]
+    assert [(s.name, s.shape, s.dtype) for s in sig.outputs] == [("sum", (2, 5), "float32"), ("best", (2,), "int64")]
+    feed = sig.random_feed(seed=1)
+    assert sig.check_feed(feed)[0] is not None
+    with pytest.raises(UserError, match="missing b"):
+        sig.check_feed({"a": feed["a"]})
+    with pytest.raises(UserError, match="unexpected c"):
+        sig.check_feed({**feed, "c": feed["a"]})
+    with pytest.raises(UserError, match=r"input a: float64\[2x5\] does not match the model's a: float32\[2x5\]"):
+        sig.check_feed({**feed, "a": feed["a"].astype(np.float64)})
+    with pytest.raises(UserError, match=r"a: float32\[5x2\]"):
+        sig.check_feed({**feed, "a": feed["a"].reshape(5, 2)})
+
+
+def test_light_model_imports_with_static_signature():
+    loaded = load_model(light("light_squeezenet"))
+    assert len(loaded.sha256) == 64
+    imported = import_model(loaded)
+    assert imported.signature.inputs[0].shape == (1, 3, 224, 224)
+    assert imported.signature.outputs[0].shape == (1, 1000, 1, 1)
+
+
+def test_torch_module_is_exported():
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh())
+    loaded = load_model(module, example_inputs=(torch.zeros(2, 8),), input_names=["features"])
+    assert loaded.origin == "<torch:Sequential>"
+    assert [i.name for i in loaded.proto.graph.input] == ["features"]
+    with pytest.raises(UserError, match="needs example inputs"):
+        load_model(module)
+    onnx.checker.check_model(loaded.proto)
