@@ -12,6 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -135,7 +136,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         feed = dict(opts.inputs) if opts.inputs is not None else imported.signature.random_feed(opts.seed)
         imported.signature.check_feed(feed)
     passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
-    executable = timed("build", lambda: target.build(passed.mod))
+    scheduled, rules = timed("schedule", lambda: target.schedule(passed.mod))
+    executable = timed("build", lambda: target.build(scheduled))
     owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(owner.name) / LIBRARY
     timed("export", lambda: target.export(executable, library))
@@ -149,6 +151,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         "target": {"name": target.name, "description": target.description, "tvm": target.target_json()},
         "signature": imported.signature.to_dict(),
         "passes": {"opt_level": pass_config.opt_level, "ran": [r.to_dict() for r in passed.records]},
+        "schedules": {"by_rule": dict(Counter(r for r in rules.values() if r)),
+                      "unscheduled": sorted(k for k, r in rules.items() if r is None), "kernels": rules},
         "compile_seconds": timings,
     }
     compiled = CompiledModel(target, imported.signature, library, metadata, owner)

@@ -45,8 +45,14 @@ class Target(abc.ABC):
         """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
         return _to_json(self.tvm_target().export())
 
+    def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
+        """Give the kernels this target's default schedules; returns, per kernel, the rule used (or None).
+
+        The base target leaves kernels as they are."""
+        return mod, {}
+
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
-        """Lower and compile a module that went through the pass pipeline."""
+        """Lower and compile a module that went through the pass pipeline (and `schedule`)."""
         target = self.tvm_target()
         with target:
             return tvm.compile(mod, target=target)

@@ -11,6 +11,7 @@ from tvm import relax
 from tvm.target import codegen
 
 from .base import Session, Target, default_threads
+from .cpu_schedule import schedule_cpu
 
 
 @lru_cache(maxsize=1)
@@ -32,6 +33,9 @@ class HostTarget(Target):
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target({"kind": "llvm", "mcpu": detect_cpu(), "num-cores": default_threads()})
+
+    def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
+        return schedule_cpu(mod, self.tvm_target())
 
     def load(self, path: Path, threads: int | None = None) -> Session:
         threads = threads or default_threads()
