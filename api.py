@@ -60,6 +60,7 @@ class CompiledModel:
         self._session: Session | None = None
 
     def session(self, threads: int | None = None) -> Session:
+        """The loaded library; `threads` (CPU targets) can only be chosen before the first run in a process."""
         if self._session is None or (threads is not None and threads != self._session.threads):
             self._session = self.target.load(self.library, threads)
         return self._session

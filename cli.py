@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "threads", None) is not None:
+            _fix_threads(args.threads)
         return COMMANDS[args.command](args)
     except ValidationError as exc:
         print(f"edgetune: {exc}", file=sys.stderr)
@@ -131,10 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import api
 
     model = api.load(args.outdir)
-    feed = _read_npz(args.inputs)
-    if args.threads:
-        model.session(args.threads)
-    outputs = model.run(feed)
+    outputs = model.run(_read_npz(args.inputs))
     _write_npz(Path(args.outputs), dict(zip(model.signature.output_names, outputs)))
     for spec, value in zip(model.signature.outputs, outputs):
         print(f"{spec.name}: {value.dtype}{list(value.shape)}")
@@ -237,6 +236,15 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _fix_threads(threads: int) -> None:
+    """Size the thread pool before anything runs: validation, runs and profiling then share it."""
+    if threads < 1:
+        raise UserError("--threads must be a positive integer")
+    from .targets.host import set_threads
+
+    set_threads(threads)
 
 
 def _progress(message: str) -> None:

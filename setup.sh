@@ -33,7 +33,7 @@ install() {
 }
 
 example_model() {
-    if [ ! -f examples/digits/digits_cnn.onnx ] || [ ! -f examples/digits/digits_samples.npz ]; then
+    if [ ! -f examples/digits/digits_cnn.pt ] || [ ! -f examples/digits/digits_samples.npz ]; then
         echo "== training the example model (scikit-learn digits, a few seconds)"
         "$VENV/bin/python" examples/digits/train.py
     fi

@@ -47,26 +47,38 @@ def _parallelize_spatial(sch: s_tir.Schedule, loops: list, kinds: str, max_fuse:
         sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
 
 
-class Conv2dNCHW(dlight.ScheduleRule):
-    """conv2d / group conv2d in NCHW with a fused elementwise epilogue.
+class _CPURule(dlight.ScheduleRule):
+    """Common entry of the rules: LLVM targets only, blocks normalised (unit loops dropped) by DLight."""
 
-    Loop nest: parallel(n, oc_outer, oh) x ow_outer x [ic, kh, kw] x oc_inner (unrolled) x ow_inner
-    (vectorised). The oc_inner x ow_inner accumulator tile lives in a local buffer (registers), each input
-    row is loaded as a vector and each weight broadcast, and the epilogue (bias, batch-norm arithmetic,
-    activations, residual add) runs on the tile right after its reduction finishes.
-    """
-
-    def __init__(self, lanes: int, oc_tile: int = 8):
+    def __init__(self, lanes: int):
         self.lanes = lanes
-        self.oc_tile = oc_tile
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        if infos is None:
-            return None
+        return None if infos is None else self.schedule(sch, infos)
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+class Conv2dNCHW(_CPURule):
+    """conv2d / group conv2d in NCHW with a fused elementwise epilogue.
+
+    Loop nest: parallel(n, oc_outer, oh) x ow_outer x [ic, kh, kw] x oc_inner (16, unrolled) x ow_inner
+    (at most one vector, vectorised). Measured on light_resnet50 here (AVX-512): a 16 x 16 tile runs 3.3x
+    faster than 8 x 32 and 1.4x faster than 32 x 16. The oc_inner x ow_inner accumulator tile lives in a local buffer (registers), each input
+    row is loaded as a vector and each weight broadcast, and the epilogue (bias, batch-norm arithmetic,
+    activations, residual add) runs on the tile right after its reduction finishes.
+    """
+
+    def __init__(self, lanes: int, oc_tile: int = 16):
+        super().__init__(lanes)
+        self.oc_tile = oc_tile
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         conv = [b for b in infos if sch.get(b.block_rv).name_hint in ("conv2d_nchw", "group_conv2d_nchw")]
         if len(conv) != 1 or any(not b.is_injective() for b in infos if b is not conv[0]):
             return None
@@ -89,7 +101,7 @@ class Conv2dNCHW(dlight.ScheduleRule):
         oc_ext, ow_ext = _extent(sch, oc), _extent(sch, ow)
         if oc_ext is None or ow_ext is None:
             return None
-        ow_in = _largest_divisor(ow_ext, self.lanes * 2) if ow_ext >= self.lanes else ow_ext
+        ow_in = _largest_divisor(ow_ext, self.lanes) if ow_ext >= self.lanes else ow_ext
         oc_in = _largest_divisor(oc_ext, self.oc_tile)
         oc_o, oc_i = sch.split(oc, [None, oc_in])
         ow_o, ow_i = sch.split(ow, [None, ow_in])
@@ -117,23 +129,14 @@ class Conv2dNCHW(dlight.ScheduleRule):
         return sch
 
 
-class Matmul(dlight.ScheduleRule):
+class Matmul(_CPURule):
     """matmul / dense (`C[i, j] += A[i, k] * B[k, j]` or `B[j, k]`) with a fused epilogue.
 
     Rows in parallel, a j-tile of 2 x lanes accumulated in a local buffer over the whole k loop, the epilogue
     applied to the tile. Batch-1 GEMV shapes with the reduction innermost go to dlight's GEMV rule instead.
     """
 
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
-            return None
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         reductions = [b for b in infos if not b.is_injective()]
         if len(reductions) != 1 or sch.get(reductions[0].block_rv).name_hint not in ("matmul", "T_matmul_NT",
                                                                                       "T_batch_matmul_NT"):
@@ -169,20 +172,11 @@ class Matmul(dlight.ScheduleRule):
         return sch
 
 
-class ParallelVectorize(dlight.ScheduleRule):
+class ParallelVectorize(_CPURule):
     """Everything else: each block's leading spatial loops in parallel, a contiguous innermost spatial loop
     vectorised. Covers elementwise chains, concat, layout copies, pooling and reductions."""
 
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
-            return None
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         if all(b.is_injective() for b in infos) and len(infos) > 1:
             for info in infos[:-1]:  # an elementwise chain becomes one loop nest
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -10,6 +11,7 @@ import tvm
 from tvm import relax
 from tvm.target import codegen
 
+from ..errors import UserError
 from .base import Session, Target, default_threads
 from .cpu_schedule import schedule_cpu
 
@@ -20,9 +22,28 @@ def detect_cpu() -> str:
     return str(codegen.llvm_get_system_cpu())
 
 
-def set_threads(threads: int) -> None:
-    """Size TVM's CPU thread pool for this process (mode 1: use the big cores)."""
-    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+_pool_threads: int | None = None
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Fix the size of TVM's CPU thread pool for this process and return it.
+
+    TVM sizes its pool once per process, from TVM_NUM_THREADS, when it first starts; its own default here is
+    one thread per physical core (1 on this 2-vCPU machine), and `runtime.config_threadpool` does not resize
+    it afterwards (measured). So the first call decides: `threads`, else a TVM_NUM_THREADS the user set, else
+    every core this process may run on. A later call asking for another size is refused.
+    """
+    global _pool_threads
+    if _pool_threads is None:
+        if threads is None:
+            threads = int(os.environ.get("TVM_NUM_THREADS") or default_threads())
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        _pool_threads = int(tvm.get_global_func("runtime.NumThreads")())
+    if threads is not None and threads != _pool_threads:
+        raise UserError(f"TVM's thread pool in this process already runs {_pool_threads} thread(s) and cannot be "
+                        f"resized; measure {threads} in a fresh process (edgetune profile OUTDIR --threads "
+                        f"{threads})")
+    return _pool_threads
 
 
 class HostTarget(Target):
@@ -38,8 +59,7 @@ class HostTarget(Target):
         return schedule_cpu(mod, self.tvm_target())
 
     def load(self, path: Path, threads: int | None = None) -> Session:
-        threads = threads or default_threads()
-        set_threads(threads)
+        threads = set_threads(threads)
         module = tvm.runtime.load_module(str(path))
         device = tvm.cpu(0)
         return Session(module, device, relax.VirtualMachine(module, device),

@@ -24,7 +24,7 @@ def _check_against_onnxruntime(compiled, model_proto, seed=3):
 @pytest.mark.parametrize("name", [
     "light_squeezenet",
     "light_shufflenet",
-    pytest.param("light_inception_v1", marks=pytest.mark.slow),
+    "light_inception_v1",
     pytest.param("light_resnet50", marks=pytest.mark.slow),
     pytest.param("light_densenet121", marks=pytest.mark.slow),
 ])

@@ -5,6 +5,7 @@ compiles a model that actually classifies something. Writes, next to this file:
   digits_cnn.onnx      the model: input "image" float32[1, 1, 8, 8] -> "logits" float32[1, 10]
   digits_samples.npz   one held-out image as "image" (for --inputs)
   digits_test.npz      the held-out test set ("images", "labels") for accuracy checks
+  digits_cnn.pt        the trained weights (state_dict), for the benchmark's PyTorch baseline
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main() -> None:
         np.savez(Path(tmp) / "test.npz", images=x_test, labels=y_test)
         os.replace(Path(tmp) / "samples.npz", args.out / "digits_samples.npz")
         os.replace(Path(tmp) / "test.npz", args.out / "digits_test.npz")
+        torch.save(model.state_dict(), Path(tmp) / "weights.pt")
+        os.replace(Path(tmp) / "weights.pt", args.out / "digits_cnn.pt")
         os.replace(onnx_tmp, args.out / "digits_cnn.onnx")
     print(f"trained DigitsCNN on sklearn digits: test accuracy {accuracy:.3f} "
           f"({len(y_test)} held-out images) -> {args.out / 'digits_cnn.onnx'}")

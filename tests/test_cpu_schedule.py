@@ -1,0 +1,113 @@
+"""The default CPU schedules: each rule checked against onnxruntime on the shapes that stress it."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgetune
+from edgetune.targets.cpu_schedule import vector_lanes
+from edgetune.targets.host import HostTarget
+
+RNG = np.random.default_rng(0)
+
+
+def _model(nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, "g", inputs, outputs,
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _x(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def conv_block(n, cin, cout, size, k, stride, pad, group=1, residual=False, act="Clip", bn=True):
+    """conv [-> batch-norm] -> relu6 (Clip) or ReLU [-> + residual], as exporters write it."""
+    out_size = (size + 2 * pad - k) // stride + 1
+    inits = {
+        "w": RNG.normal(0, 0.2, (cout, cin // group, k, k)).astype(np.float32),
+        "b": RNG.normal(0, 0.1, cout).astype(np.float32),
+        "scale": RNG.uniform(0.5, 1.5, cout).astype(np.float32),
+        "shift": RNG.normal(0, 0.1, cout).astype(np.float32),
+        "mean": RNG.normal(0, 0.1, cout).astype(np.float32),
+        "var": RNG.uniform(0.5, 1.5, cout).astype(np.float32),
+        "lo": np.array(0, np.float32), "hi": np.array(6, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[stride] * 2, pads=[pad] * 4, group=group),
+        helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["bn"]) if bn else
+        helper.make_node("Identity", ["c"], ["bn"]),
+        helper.make_node(act, ["bn", "lo", "hi"] if act == "Clip" else ["bn"], ["y" if not residual else "r"]),
+    ]
+    inputs = [_x("x", [n, cin, size, size])]
+    if residual:
+        nodes.append(helper.make_node("Add", ["r", "skip"], ["y"]))
+        inputs.append(_x("skip", [n, cout, out_size, out_size]))
+    return _model(nodes, inputs, [_x("y", [n, cout, out_size, out_size])], inits)
+
+
+def _compile(model):
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    return compiled, compiled.metadata["schedules"]
+
+
+@pytest.mark.parametrize("n, cin, cout, size, k, stride, pad, group", [
+    (1, 3, 16, 32, 3, 1, 1, 1),     # 3x3 same padding, width a multiple of the vector
+    (1, 8, 24, 13, 3, 1, 1, 1),     # odd width (13), oc not a multiple of the oc tile
+    (1, 16, 32, 14, 1, 1, 0, 1),    # 1x1 (unit kernel loops, no padding stage)
+    (1, 8, 16, 15, 3, 2, 1, 1),     # stride 2
+    (2, 4, 8, 9, 5, 1, 2, 1),       # batch 2, 5x5
+    (1, 16, 16, 10, 3, 1, 1, 16),   # depthwise
+    (1, 16, 32, 8, 3, 1, 1, 4),     # grouped
+    (1, 3, 8, 7, 7, 2, 3, 1),       # 7x7 stride-2 stem on a tiny image
+])
+def test_conv2d_rule(n, cin, cout, size, k, stride, pad, group):
+    _, schedules = _compile(conv_block(n, cin, cout, size, k, stride, pad, group))
+    conv_kernels = {name: rule for name, rule in schedules["kernels"].items() if "conv2d" in name}
+    assert conv_kernels and set(conv_kernels.values()) == {"Conv2dNCHW"}, schedules
+    assert schedules["unscheduled"] == []
+
+
+def test_conv2d_with_residual_epilogue_is_one_kernel():
+    compiled, schedules = _compile(conv_block(1, 8, 8, 16, 3, 1, 1, residual=True, act="Relu", bn=False))
+    kernels = [k for k in compiled.profile(repeat=2).kernels if k.kind == "kernel"]
+    assert len(kernels) == 1 and "add" in kernels[0].name, [k.name for k in kernels]
+    assert schedules["by_rule"] == {"Conv2dNCHW": 1}
+
+
+@pytest.mark.parametrize("m, k, n, trans_b", [(1, 256, 100, 0), (8, 64, 48, 1), (5, 33, 17, 0)])
+def test_dense_rule(m, k, n, trans_b):
+    inits = {"w": RNG.normal(0, 0.1, (n, k) if trans_b else (k, n)).astype(np.float32),
+             "b": RNG.normal(0, 0.1, n).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=trans_b), helper.make_node("Relu", ["g"], ["y"])]
+    _, schedules = _compile(_model(nodes, [_x("x", [m, k])], [_x("y", [m, n])], inits))
+    assert schedules["unscheduled"] == []
+    dense = [rule for name, rule in schedules["kernels"].items() if "matmul" in name]
+    assert dense and set(dense) <= {"Matmul", "GEMV"}, schedules
+
+
+def test_batch_matmul_softmax_pooling_and_elementwise():
+    inits = {"w": RNG.normal(0, 0.3, (2, 16, 12)).astype(np.float32)}
+    nodes = [
+        helper.make_node("MatMul", ["a", "w"], ["mm"]),                   # batch matmul [2, 8, 12]
+        helper.make_node("Softmax", ["mm"], ["sm"], axis=-1),
+        helper.make_node("Sigmoid", ["sm"], ["sg"]),
+        helper.make_node("Mul", ["sm", "sg"], ["y1"]),                    # SiLU-like elementwise chain
+        helper.make_node("MaxPool", ["img"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["mp"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["ap"], ["y2"]),
+        helper.make_node("ReduceSum", ["img", "axes"], ["y3"], keepdims=0),
+    ]
+    inits["axes"] = np.array([1], np.int64)
+    model = _model(nodes, [_x("a", [2, 8, 16]), _x("img", [1, 6, 17, 17])],
+                   [_x("y1", [2, 8, 12]), _x("y2", [1, 6, 1, 1]), _x("y3", [1, 17, 17])], inits)
+    _, schedules = _compile(model)
+    assert schedules["unscheduled"] == [], schedules
+
+
+def test_vector_lanes_follow_the_target():
+    lanes = vector_lanes(HostTarget().tvm_target())
+    assert lanes in (4, 8, 16)  # SSE/NEON, AVX2, AVX-512 float32 lanes
