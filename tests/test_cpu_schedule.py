@@ -111,3 +111,13 @@ def test_batch_matmul_softmax_pooling_and_elementwise():
 def test_vector_lanes_follow_the_target():
     lanes = vector_lanes(HostTarget().tvm_target())
     assert lanes in (4, 8, 16)  # SSE/NEON, AVX2, AVX-512 float32 lanes
+
+
+def test_thread_pool_size_is_fixed_per_process():
+    from edgetune.errors import UserError
+    from edgetune.targets.host import set_threads
+
+    size = set_threads()
+    assert size >= 1 and set_threads(size) == size
+    with pytest.raises(UserError, match="cannot be resized; measure .* in a fresh process"):
+        set_threads(size + 1)
