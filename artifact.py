@@ -36,9 +36,11 @@ def check_destination(outdir: Path, force: bool) -> None:
         raise UserError(f"output folder {outdir} already exists; pass --force to replace it or choose another -o")
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"output path {outdir} exists and is not a folder; remove it or choose another -o")
-    parent = outdir.resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"cannot create {outdir}: its parent folder {parent} does not exist")
+    ancestor = outdir.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot create {outdir}: {ancestor} is a file; choose another -o")
 
 
 class StagedFolder:
@@ -47,6 +49,7 @@ class StagedFolder:
     def __init__(self, outdir: Path):
         self.outdir = Path(outdir)
         parent = self.outdir.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: only the folders above the artifact
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.tmp-", dir=parent))
 
     def __enter__(self) -> "StagedFolder":

@@ -129,3 +129,11 @@ def test_staged_folder_vanishes_on_error(tmp_path):
             staged.write_text("model.so", "half")
             raise RuntimeError("crash while writing")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_parent_folders_are_created(tmp_path):
+    out = edgetune.compile(two_outputs()).save(tmp_path / "a" / "b" / "m")
+    assert (out / "manifest.json").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        edgetune.compile(two_outputs()).save(tmp_path / "file" / "m")
