@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "threads", None) is not None:
-            _fix_threads(args.threads)
+        if getattr(args, "threads", None) is not None:  # before anything runs: validation, runs, profiling
+            from .targets.host import set_threads
+
+            set_threads(args.threads)
         return COMMANDS[args.command](args)
     except ValidationError as exc:
         print(f"edgetune: {exc}", file=sys.stderr)
@@ -236,15 +238,6 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-
-
-def _fix_threads(threads: int) -> None:
-    """Size the thread pool before anything runs: validation, runs and profiling then share it."""
-    if threads < 1:
-        raise UserError("--threads must be a positive integer")
-    from .targets.host import set_threads
-
-    set_threads(threads)
 
 
 def _progress(message: str) -> None:

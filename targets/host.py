@@ -34,6 +34,8 @@ def set_threads(threads: int | None = None) -> int:
     every core this process may run on. A later call asking for another size is refused.
     """
     global _pool_threads
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be a positive integer")
     if _pool_threads is None:
         if threads is None:
             threads = int(os.environ.get("TVM_NUM_THREADS") or default_threads())
