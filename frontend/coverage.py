@@ -22,7 +22,9 @@ def supported_ops() -> frozenset[str]:
     """Operator types the Relax ONNX importer converts (its converter table plus built-ins)."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return frozenset(onnx_frontend._get_convert_map()) | _BUILTIN_OPS
+    from .converters import converter_overrides
+
+    return frozenset(onnx_frontend._get_convert_map()) | frozenset(converter_overrides()) | _BUILTIN_OPS
 
 
 def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

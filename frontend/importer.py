@@ -11,6 +11,7 @@ import tvm
 from tvm import relax
 
 from ..errors import UserError
+from .converters import edgetune_converters
 from .coverage import check_supported
 from .loader import LoadedModel
 from .signature import Signature, TensorSpec, resolve_input_specs
@@ -33,7 +34,7 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), edgetune_converters():
             warnings.simplefilter("ignore")  # the importer re-runs onnx.checker and warns on what we checked
             mod = from_onnx(
                 proto,

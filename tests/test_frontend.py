@@ -102,3 +102,22 @@ def test_torch_module_is_exported():
     with pytest.raises(UserError, match="needs example inputs"):
         load_model(module)
     onnx.checker.check_model(loaded.proto)
+
+
+@pytest.mark.parametrize("op", ["Sum", "Mean", "Max", "Min"])
+def test_variadic_ops_import_as_pairwise_binary_ops(op):
+    """edgetune's converters replace the stock stack-and-reduce form (slow, and it blocks layout conversion)."""
+    import edgetune
+    from onnx import TensorProto, helper
+
+    shapes = {"a": [2, 3, 4], "b": [3, 1], "c": [4]}  # ONNX multidirectional broadcasting
+    graph = helper.make_graph(
+        [helper.make_node(op, list(shapes), ["y"])], "variadic",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    text = str(import_model(load_model(model)).mod["main"])
+    assert "R.stack" not in text and "R.sum" not in text
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
