@@ -120,7 +120,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         raise UserError(f"edgetune.compile: {exc}") from None
     say = progress or (lambda _msg: None)
     target = get_target(target)
-    pass_config = PassConfig(opt_level=opts.opt_level)
+    pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block())
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:

@@ -15,42 +15,68 @@ import tvm
 from tvm import relax
 
 from ..errors import UserError
+from .fold_scale import FoldScaleIntoWeights
+from .layout import BlockedLayout
+from .legalize import legalize_map
 
 OPT_LEVELS = (0, 1, 2, 3)
 DEFAULT_OPT_LEVEL = 2
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    make: Callable[[], tvm.transform.Pass]
-    min_level: int  # the stage runs at this optimisation level and above
-    why: str
-
-
-# Order matters: constants are folded before legalization so that weights built at run time by
-# ConstantOfShape/Expand (as in the onnx wheel's light_* models) become real constants, and fusion runs
-# after legalization because it groups TIR functions.
-STAGES: tuple[Stage, ...] = (
-    Stage("DecomposeOpsForInference", relax.transform.DecomposeOpsForInference, 0,
-          "BatchNorm and friends into inference arithmetic"),
-    Stage("FoldConstant", relax.transform.FoldConstant, 1, "evaluate weight-only subgraphs at compile time"),
-    Stage("LegalizeOps", relax.transform.LegalizeOps, 0, "Relax operators to TIR functions"),
-    Stage("AnnotateTIROpPattern", relax.transform.AnnotateTIROpPattern, 1, "op patterns for fusion"),
-    Stage("FoldConstant.post-legalize", relax.transform.FoldConstant, 1, "fold what legalization exposed"),
-    Stage("FuseOps", relax.transform.FuseOps, 2, "group producer + elementwise consumers"),
-    Stage("FuseTIR", relax.transform.FuseTIR, 2, "merge each group into one kernel"),
-    Stage("DeadCodeElimination", relax.transform.DeadCodeElimination, 1, "drop unused functions"),
-)
-
-
 @dataclass
 class PassConfig:
     opt_level: int = DEFAULT_OPT_LEVEL
+    # Activation channel block the target's conv schedules want (NCHW[x]c); 0 keeps plain NCHW.
+    channel_block: int = 0
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
             raise UserError(f"--opt-level {self.opt_level} is not one of {', '.join(map(str, OPT_LEVELS))}")
+
+
+def _always(_config: PassConfig) -> bool:
+    return True
+
+
+def _blocked(config: PassConfig) -> bool:
+    return config.channel_block > 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    make: Callable[[PassConfig], tvm.transform.Pass]
+    min_level: int  # the stage runs at this optimisation level and above
+    why: str
+    enabled: Callable[[PassConfig], bool] = _always
+
+
+# Order matters: constants are folded before legalization so that weights built at run time by
+# ConstantOfShape/Expand (as in the onnx wheel's light_* models) become real constants; scale chains are
+# folded into weights before the layout changes; the layout pass's weight transforms are folded right after
+# it (prepacking at compile time); fusion runs after legalization because it groups TIR functions.
+STAGES: tuple[Stage, ...] = (
+    Stage("DecomposeOpsForInference", lambda c: relax.transform.DecomposeOpsForInference(), 0,
+          "BatchNorm and friends into inference arithmetic"),
+    Stage("CanonicalizeBindings", lambda c: relax.transform.CanonicalizeBindings(), 1,
+          "look through the tuples BatchNorm leaves, so that its consumers fuse with the producer"),
+    Stage("FoldConstant", lambda c: relax.transform.FoldConstant(), 1,
+          "evaluate weight-only subgraphs at compile time"),
+    Stage("FoldScaleIntoWeights", lambda c: FoldScaleIntoWeights(), 1,
+          "BatchNorm / bias / scale chains into conv and matmul weights"),
+    Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
+          "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
+    Stage("FoldConstant.prepack", lambda c: relax.transform.FoldConstant(), 2,
+          "prepack weights into the blocked layout at compile time", _blocked),
+    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map()), 0,
+          "Relax operators to TIR functions (edgetune's lowering for blocked conv2d)"),
+    Stage("AnnotateTIROpPattern", lambda c: relax.transform.AnnotateTIROpPattern(), 1, "op patterns for fusion"),
+    Stage("FoldConstant.post-legalize", lambda c: relax.transform.FoldConstant(), 1,
+          "fold what legalization exposed"),
+    Stage("FuseOps", lambda c: relax.transform.FuseOps(), 2, "group producer + elementwise consumers"),
+    Stage("FuseTIR", lambda c: relax.transform.FuseTIR(), 2, "merge each group into one kernel"),
+    Stage("DeadCodeElimination", lambda c: relax.transform.DeadCodeElimination(), 1, "drop unused functions"),
+)
 
 
 @dataclass
@@ -69,16 +95,23 @@ class PassResult:
 
 
 def pipeline_stages(config: PassConfig) -> list[Stage]:
-    return [stage for stage in STAGES if config.opt_level >= stage.min_level]
+    return [stage for stage in STAGES if config.opt_level >= stage.min_level and stage.enabled(config)]
 
 
-def run_passes(mod: tvm.IRModule, config: PassConfig | None = None) -> PassResult:
-    """Run the pipeline for `config.opt_level` and record each stage's name and time."""
+def run_passes(mod: tvm.IRModule, config: PassConfig | None = None, stop_after: str | None = None) -> PassResult:
+    """Run the pipeline for `config.opt_level` and record each stage's name and time.
+
+    `stop_after` ends the run after the named stage (to look at an intermediate module)."""
     config = config or PassConfig()
+    stages = pipeline_stages(config)
+    if stop_after is not None and stop_after not in {s.name for s in STAGES}:
+        raise ValueError(f"no pass stage named {stop_after!r}")
     result = PassResult(mod)
     with tvm.transform.PassContext(opt_level=3):
-        for stage in pipeline_stages(config):
+        for stage in stages:
             start = time.perf_counter()
-            result.mod = stage.make()(result.mod)
+            result.mod = stage.make(config)(result.mod)
             result.records.append(PassRecord(stage.name, time.perf_counter() - start))
+            if stage.name == stop_after:
+                break
     return result

@@ -45,6 +45,10 @@ class Target(abc.ABC):
         """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
         return _to_json(self.tvm_target().export())
 
+    def channel_block(self) -> int:
+        """Activation channel block (NCHW[x]c) this target's conv schedules want; 0 keeps plain NCHW."""
+        return 0
+
     def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
         """Give the kernels this target's default schedules; returns, per kernel, the rule used (or None).
 

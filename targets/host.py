@@ -13,7 +13,7 @@ from tvm.target import codegen
 
 from ..errors import UserError
 from .base import Session, Target, default_threads
-from .cpu_schedule import schedule_cpu
+from .cpu_schedule import schedule_cpu, vector_lanes
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +56,9 @@ class HostTarget(Target):
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target({"kind": "llvm", "mcpu": detect_cpu(), "num-cores": default_threads()})
+
+    def channel_block(self) -> int:
+        return vector_lanes(self.tvm_target())
 
     def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
         return schedule_cpu(mod, self.tvm_target())

@@ -6,6 +6,7 @@ import pytest
 import edgetune
 from edgetune.errors import UserError, ValidationError
 from edgetune.passes import STAGES, PassConfig, pipeline_stages
+from edgetune.targets import get_target
 from edgetune.validate import reference_outputs
 
 from onnx_models import conv_net, light, long_reduction, two_outputs
@@ -55,7 +56,7 @@ def test_every_opt_level_is_correct_and_recorded(opt_level):
     compiled = edgetune.compile(model, opt_level=opt_level)
     assert compiled.validation.passed
     ran = [p["name"] for p in compiled.metadata["passes"]["ran"]]
-    assert ran == [s.name for s in pipeline_stages(PassConfig(opt_level))]
+    assert ran == [s.name for s in pipeline_stages(PassConfig(opt_level, channel_block=get_target("host").channel_block()))]
     assert ("FuseOps" in ran) == (opt_level >= 2)
     _check_against_onnxruntime(compiled, model)
 

@@ -1,0 +1,37 @@
+"""Blocked activation layout: conv2d in NCHW[x]c with weights prepacked as OIHW[x]i[x]o.
+
+With the channels split into blocks of one SIMD vector, a conv kernel loads each weight row as one vector,
+broadcasts input values, and keeps a register tile of output pixels x one channel block; every load is
+contiguous whatever the image size or stride. `ConvertLayout` carries the blocked layout through the
+elementwise, pooling and concat ops between convolutions, so layout transforms remain only where a
+convolution cannot be blocked (too few channels, grouped) and at the model's boundary. The weight transforms
+are on constants and are folded at compile time (the following `FoldConstant` stage): the prepacking costs
+nothing at inference time.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+
+def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]:
+    """Desired layouts for one call: blocked for a dense (ungrouped) NCHW conv2d whose channels divide.
+
+    Every other conv2d is pinned to its own layout: left without a wish, ConvertLayout would give it the
+    blocked layout of its input and fail on the 4-D kernel."""
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        return {}
+    attrs = call.attrs
+    keep = {"relax.nn.conv2d": [attrs.data_layout, attrs.kernel_layout]}
+    if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return keep
+    out_channels, in_channels = (int(d) for d in call.args[1].ty.shape.values[:2])
+    if in_channels % block or out_channels % block:
+        return keep
+    return {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
+
+
+def BlockedLayout(block: int) -> tvm.transform.Pass:  # noqa: N802 (a pass constructor, as in relax.transform)
+    """Convert eligible conv2d (and what follows them) to NCHW`block`c."""
+    return relax.transform.ConvertLayout({}, lambda call: blocked_conv2d_layouts(call, block))

@@ -1,0 +1,138 @@
+"""edgetune's own Relax passes: the rewritten structure, and the numerics against onnxruntime."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+import edgetune
+from edgetune.frontend import import_model, load_model
+from edgetune.passes import PassConfig, run_passes
+from edgetune.passes.fold_scale import FoldScaleIntoWeights
+from edgetune.passes.layout import BlockedLayout
+from edgetune.targets import get_target
+
+RNG = np.random.default_rng(0)
+BLOCK = get_target("host").channel_block()
+
+
+def op_counts(mod: tvm.IRModule) -> Counter:
+    counts = Counter()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            counts[expr.op.name] += 1
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return counts
+
+
+def _conv_then_affine(reuse_intermediate: bool = False) -> tvm.IRModule:
+    """conv2d, then (y - mean) / std * gamma + beta with per-channel constants, as BatchNorm decomposes."""
+    w = RNG.normal(0, 0.3, (8, 4, 3, 3)).astype("float32")
+    per_channel = [RNG.uniform(0.5, 1.5, (1, 8, 1, 1)).astype("float32") for _ in range(4)]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 10, 10], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1, 1, 1]))
+            y1 = bb.emit(relax.op.subtract(y, relax.const(per_channel[0])))
+            y2 = bb.emit(relax.op.divide(y1, relax.const(per_channel[1])))
+            y3 = bb.emit(relax.op.multiply(y2, relax.const(per_channel[2])))
+            y4 = bb.emit(relax.op.add(relax.const(per_channel[3]), y3))
+            out = bb.emit_output(relax.op.add(y4, y1) if reuse_intermediate else relax.op.nn.relu(y4))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
+    exe = tvm.compile(relax.get_pipeline("zero")(mod), target="llvm")
+    return relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_fold_scale_leaves_one_bias_add_and_keeps_numerics():
+    mod = _conv_then_affine()
+    folded = FoldScaleIntoWeights()(mod)
+    assert op_counts(folded) == Counter({"relax.nn.conv2d": 1, "relax.add": 1, "relax.nn.relu": 1})
+    x = RNG.normal(0, 1, (1, 4, 10, 10)).astype("float32")
+    np.testing.assert_allclose(_run(folded, x), _run(mod, x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_scale_never_duplicates_a_conv():
+    mod = _conv_then_affine(reuse_intermediate=True)  # y1 is used twice: the chain must stop before it
+    folded = FoldScaleIntoWeights()(mod)
+    assert op_counts(folded)["relax.nn.conv2d"] == 1
+    x = RNG.normal(0, 1, (1, 4, 10, 10)).astype("float32")
+    np.testing.assert_allclose(_run(folded, x), _run(mod, x), rtol=1e-5, atol=1e-5)
+
+
+def _blocked_net(c: int):
+    """conv -> BN -> relu -> maxpool -> conv (+ residual) -> concat with a 1x1 branch -> global pool -> dense."""
+    inits = {
+        "w1": RNG.normal(0, 0.2, (c, c, 3, 3)), "b1": RNG.normal(0, 0.1, c),
+        "g": RNG.uniform(0.5, 1.5, c), "beta": RNG.normal(0, 0.1, c),
+        "mean": RNG.normal(0, 0.1, c), "var": RNG.uniform(0.5, 1.5, c),
+        "w2": RNG.normal(0, 0.1, (c, c, 3, 3)), "w3": RNG.normal(0, 0.2, (c, c, 1, 1)),
+        "wd": RNG.normal(0, 0.2, (2 * c, 10)),
+    }
+    inits = {k: v.astype(np.float32) for k, v in inits.items()}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "g", "beta", "mean", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sum", ["c2", "p1"], ["res"]),
+        helper.make_node("Conv", ["p1", "w3"], ["c3"]),
+        helper.make_node("Concat", ["res", "c3"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["f"]),
+        helper.make_node("MatMul", ["f", "wd"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 15, 15])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_blocked_layout_runs_end_to_end_with_transforms_only_at_the_boundary():
+    model = _blocked_net(2 * BLOCK)
+    imported = import_model(load_model(model))
+    blocked = run_passes(imported.mod, PassConfig(channel_block=BLOCK), stop_after="FoldConstant.prepack").mod
+    level1 = run_passes(imported.mod, PassConfig(opt_level=1, channel_block=BLOCK), stop_after="LegalizeOps")
+    assert "BlockedLayout" not in [r.name for r in level1.records]  # the layout pass needs opt level 2
+    counts = op_counts(blocked)
+    assert counts["relax.nn.batch_norm"] == counts["relax.divide"] == 0, counts  # folded into the weights
+    # in at the first conv, out before the flatten; the weights' transforms are on constants
+    data_transforms = [c for c in _layout_transform_inputs(blocked) if not isinstance(c, tvm.ir.GenericConst)]
+    assert len(data_transforms) == 2, counts
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    rules = compiled.metadata["schedules"]["kernels"]
+    assert sum(rule == "Conv2dNCHWc" for rule in rules.values()) == 3, rules
+    assert "WindowReduction" in rules.values(), rules
+
+
+def _layout_transform_inputs(mod: tvm.IRModule) -> list:
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.layout_transform":
+            found.append(expr.args[0])
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found
+
+
+@pytest.mark.parametrize("channels", [BLOCK + 4, 3])
+def test_convs_that_cannot_be_blocked_stay_nchw(channels):
+    model = _blocked_net(channels)
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    assert "Conv2dNCHWc" not in compiled.metadata["schedules"]["kernels"].values()
