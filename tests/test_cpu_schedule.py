@@ -63,11 +63,16 @@ def _compile(model):
     (1, 16, 16, 10, 3, 1, 1, 16),   # depthwise
     (1, 16, 32, 8, 3, 1, 1, 4),     # grouped
     (1, 3, 8, 7, 7, 2, 3, 1),       # 7x7 stride-2 stem on a tiny image
+    (1, 32, 32, 7, 3, 1, 1, 1),     # blocked layout on AVX-512/AVX2: 7 wide (ResNet's last stage)
+    (1, 16, 32, 15, 3, 2, 1, 1),    # blocked, stride 2, odd width
+    (2, 16, 16, 9, 1, 1, 0, 1),     # blocked 1x1, batch 2
 ])
 def test_conv2d_rule(n, cin, cout, size, k, stride, pad, group):
     _, schedules = _compile(conv_block(n, cin, cout, size, k, stride, pad, group))
     conv_kernels = {name: rule for name, rule in schedules["kernels"].items() if "conv2d" in name}
-    assert conv_kernels and set(conv_kernels.values()) == {"Conv2dNCHW"}, schedules
+    block = HostTarget().channel_block()
+    blocked = group == 1 and cin % block == 0 and cout % block == 0
+    assert conv_kernels and set(conv_kernels.values()) == {"Conv2dNCHWc" if blocked else "Conv2dNCHW"}, schedules
     assert schedules["unscheduled"] == []
 
 
