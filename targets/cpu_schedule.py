@@ -91,8 +91,10 @@ class _CPURule(dlight.ScheduleRule):
 
     def schedule_padding(self, sch: s_tir.Schedule, producers: list[SBlockInfo]) -> None:
         for info in producers:
-            if "if_then_else" in str(sch.get(info.block_rv).body):  # padding: once, parallel over rows
-                self.parallelize_spatial(sch, sch.get_loops(info.block_rv), "SSS")
+            if "if_then_else" in str(sch.get(info.block_rv).body):  # padding: once, rows in parallel
+                *rows, inner = sch.get_loops(info.block_rv)
+                self.parallel(sch, rows)
+                sch.vectorize(inner)
             else:  # a plain copy (1x1 kernels, no padding): read the input directly
                 sch.compute_inline(info.block_rv)
 
