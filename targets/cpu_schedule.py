@@ -40,7 +40,7 @@ def _largest_divisor(n: int, limit: int) -> int:
 
 # Kernels with fewer loop iterations than this run on the calling thread: waking the pool costs more.
 # Measured on the digits example (2 threads): parallel 0.145 ms per inference against 0.024 ms single-threaded.
-MIN_PARALLEL_WORK = 1 << 18
+MIN_PARALLEL_WORK = 1 << 19
 
 
 def _work(infos: list[SBlockInfo]) -> int | None:
@@ -350,6 +350,7 @@ def schedule_cpu(mod: tvm.IRModule, target: Target) -> tuple[tvm.IRModule, dict[
                     updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
                     applied[gvar.name_hint] = type(rule).__name__
                     break
+    mod = mod.clone()  # callers keep their module (the tuner schedules tasks' modules for baselines)
     for gvar, func in updates.items():
         mod[gvar] = func
     return mod, applied
