@@ -43,6 +43,9 @@ class CompileOptions:
     rtol: float | None = None
     example_inputs: Sequence[Any] | None = None  # for torch.nn.Module sources
     input_names: Sequence[str] | None = None  # for torch.nn.Module sources
+    tune_trials: int = 0  # measure this many candidates (counting the database's records) before building
+    tune_time_budget_s: float | None = None  # or tune for this long
+    tuning_db: str | Path | None = None  # apply (and, when tuning, extend) this database; default: user cache
 
 
 class CompiledModel:
@@ -137,7 +140,12 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         feed = dict(opts.inputs) if opts.inputs is not None else imported.signature.random_feed(opts.seed)
         imported.signature.check_feed(feed)
     passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
-    scheduled, rules = timed("schedule", lambda: target.schedule(passed.mod))
+    lowered, tuning = passed.mod, None
+    if opts.tune_trials or opts.tune_time_budget_s is not None or opts.tuning_db is not None:
+        lowered, tuning = _tune_and_apply(passed.mod, target, opts, timed, say)
+    scheduled, rules = timed("schedule", lambda: target.schedule(lowered))
+    if tuning is not None:
+        rules.update({name: "MetaSchedule record" for name in tuning["kernels_from_records"]})
     executable = timed("build", lambda: target.build(scheduled))
     owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(owner.name) / LIBRARY
@@ -156,6 +164,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
                       "unscheduled": sorted(k for k, r in rules.items() if r is None), "kernels": rules},
         "compile_seconds": timings,
     }
+    if tuning is not None:
+        metadata["tuning"] = tuning
     compiled = CompiledModel(target, imported.signature, library, metadata, owner)
     if not opts.validate:
         compiled.validation = {"skipped": True}
@@ -169,6 +179,38 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     if not compiled.validation.passed:
         raise ValidationError(f"validation {compiled.validation.summary()}", compiled)
     return compiled
+
+
+def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tuple[Any, dict]:
+    """Tune (when a budget is given) into the database, then apply its winning records to `mod`."""
+    from .autotune import TuneConfig, TuningDatabase, apply_best_records, default_root, tune
+
+    tvm_target = target.tvm_target()
+    db = TuningDatabase(Path(opts.tuning_db) if opts.tuning_db is not None else default_root(), tvm_target)
+    summary: dict[str, Any] = {"database": str(db.folder), "skipped_damaged_lines": db.skipped_lines}
+    if opts.tune_trials or opts.tune_time_budget_s is not None:
+        config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
+        result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say))
+        summary.update(result.to_dict())
+    applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
+    summary["kernels_from_records"] = names
+    return applied, summary
+
+
+def tune_model(model: Any, target: str | Target = "host", config: Any = None, tuning_db: str | Path | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None, opt_level: int = 2,
+               progress: Progress | None = None) -> Any:
+    """Tune `model`'s kernels for `target` into the database without building a library; returns the
+    `TuneResult` (per kernel: trials, default and best latency)."""
+    from .autotune import TuningDatabase, default_root, tune
+
+    target = get_target(target)
+    say = progress or (lambda _msg: None)
+    imported = import_model(load_model(model), input_shapes)
+    passed = run_passes(imported.mod, PassConfig(opt_level=opt_level, channel_block=target.channel_block()))
+    tvm_target = target.tvm_target()
+    db = TuningDatabase(Path(tuning_db) if tuning_db is not None else default_root(), tvm_target)
+    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say)
 
 
 def load(outdir: str | Path) -> CompiledModel:

@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_flags(c, repeat=50)
     c.add_argument("--max-profile-seconds", type=float, default=10.0,
                    help="stop timing early after this long (default 10)")
+    c.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="tune with MetaSchedule until the database holds N trials for this model's kernels")
+    c.add_argument("--time-budget", help="tune for at most this long (e.g. 30m, 90s)")
+    c.add_argument("--db", help="tuning database folder: applied when given, extended when tuning "
+                                "(default: ~/.cache/edgetune/tuning)")
+
+    t = sub.add_parser("tune", help="tune a model's kernels into the tuning database (no library is written)")
+    t.add_argument("model", help="an .onnx file")
+    t.add_argument("-t", "--target", default="host", help="target preset (see `edgetune targets`)")
+    t.add_argument("--trials", type=int, default=0, help="measured candidates in all (database records count)")
+    t.add_argument("--time-budget", help="wall time to spend (e.g. 30m, 90s, 1h)")
+    t.add_argument("--db", help="tuning database folder (default: ~/.cache/edgetune/tuning)")
+    t.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
+    t.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz")
     r.add_argument("outdir")
@@ -108,7 +122,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
-                   validate=not args.no_validate, atol=args.atol, rtol=args.rtol)
+                   validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
+                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db)
+    if args.tune < 0:
+        raise UserError(f"--tune {args.tune} must be a positive number of trials")
     if args.inputs:
         options["inputs"] = _read_npz(args.inputs)
     try:
@@ -129,6 +146,35 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print(f"validation {validation.summary()}")
     print(report.format_table())
     return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from . import api
+    from .autotune import TuneConfig
+    from .frontend import parse_input_shapes
+
+    config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed)
+    result = api.tune_model(args.model, args.target, config, args.db, parse_input_shapes(args.input_shape),
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"tuned {args.model}: {result.measured_now} candidates measured now in {result.seconds:.0f} s "
+          f"(stopped by {result.stopped_by}); database {result.database}")
+    print(f"  {'trials':>6}  {'default ms':>10}  {'best ms':>9}  {'speedup':>7}  kernel")
+    for task in result.tasks:
+        print(f"  {task.trials:6d}  {_ms(task.default_ms):>10}  {_ms(task.best_ms):>9}  "
+              f"{(f'{task.speedup:.2f}x' if task.speedup else '-'):>7}  {task.name}")
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from .autotune import parse_duration
+
+    return parse_duration(text)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -201,7 +247,7 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "profile": _cmd_profile, "inspect": _cmd_inspect,
+COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile, "inspect": _cmd_inspect,
             "targets": _cmd_targets}
 
 

@@ -1,5 +1,8 @@
-"""Autotuning (MetaSchedule with the XGBoost cost model) per target.
+"""Autotuning: MetaSchedule with the XGBoost cost model, a keyed and resumable database, and applying the
+best records over the default schedules."""
 
-Nothing lives here yet: tuning is issue 4. The compile pipeline already leaves the place for it, between
-the passes and the target's build.
-"""
+from .database import TuningDatabase, default_root, repair_database, target_key
+from .tuner import TaskSummary, TuneConfig, TuneResult, apply_best_records, extract_tasks, parse_duration, tune
+
+__all__ = ["TaskSummary", "TuneConfig", "TuneResult", "TuningDatabase", "apply_best_records", "default_root",
+           "extract_tasks", "parse_duration", "repair_database", "target_key", "tune"]

@@ -43,7 +43,7 @@ class Target(abc.ABC):
 
     def target_json(self) -> dict[str, Any]:
         """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
-        return _to_json(self.tvm_target().export())
+        return target_to_json(self.tvm_target().export())
 
     def channel_block(self) -> int:
         """Activation channel block (NCHW[x]c) this target's conv schedules want; 0 keeps plain NCHW."""
@@ -92,14 +92,14 @@ def _flatten(value: Any) -> list[Any]:
     return out
 
 
-def _to_json(value: Any) -> Any:
+def target_to_json(value: Any) -> Any:
     """TVM containers and objects as JSON-ready Python values."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): _to_json(v) for k, v in value.items()}
+        return {str(k): target_to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or hasattr(value, "__iter__"):
-        return [_to_json(v) for v in value]
+        return [target_to_json(v) for v in value]
     return str(value)
 
 

@@ -1,0 +1,163 @@
+"""The tuning database: MetaSchedule's JSON files, one folder per (target, TVM version).
+
+Records are kept in MetaSchedule's own `JSONDatabase` format (`database_workload.json`,
+`database_tuning_record.json`), so TVM's tools read them as they are. The folder name carries a hash of the
+target's JSON and the TVM version, so a record can never be applied to another target or to code from another
+compiler version. Before MetaSchedule opens the files, lines that do not parse (a run killed mid-write, a
+damaged disk) are dropped with a warning and the files rewritten atomically; MetaSchedule itself aborts on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+from tvm.s_tir import meta_schedule as ms
+
+from ..errors import UserError
+from ..targets.base import target_to_json
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+BASELINES = "baselines.json"  # edgetune's own: each workload's latency under the default schedule
+KEY = "key.json"
+
+
+def default_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "edgetune" / "tuning"
+
+
+def target_key(target: tvm.target.Target) -> tuple[str, dict]:
+    """Folder name and description for `target` under this TVM version."""
+    exported = target_to_json(target.export())
+    described = {"target": exported, "tvm": tvm.__version__}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    mcpu = exported.get("mcpu") or exported.get("arch") or ""
+    name = "-".join(part for part in (exported.get("kind", "target"), str(mcpu), digest) if part)
+    return name, described
+
+
+def write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parse_lines(path: Path) -> list[object]:
+    """Each non-empty line of `path` as JSON, or None where it does not parse."""
+    rows = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                rows.append(None)
+    return rows
+
+
+def repair_database(folder: Path) -> int:
+    """Drop damaged workload and record lines, renumbering the records' workload indices to match.
+
+    Returns the number of lines dropped (0: the files were left untouched)."""
+    workloads = _parse_lines(folder / WORKLOADS)
+    records = _parse_lines(folder / RECORDS)
+    renumber: dict[int, int] = {}
+    for index, row in enumerate(workloads):
+        if isinstance(row, list) and len(row) == 2:
+            renumber[index] = len(renumber)
+    kept_records = [[renumber[row[0]], row[1]] for row in records
+                    if isinstance(row, list) and len(row) == 2 and isinstance(row[0], int)
+                    and row[0] in renumber and isinstance(row[1], list)]
+    dropped = len(workloads) - len(renumber) + len(records) - len(kept_records)
+    if dropped:
+        write_atomically(folder / WORKLOADS,
+                         "".join(json.dumps(row) + "\n" for i, row in enumerate(workloads) if i in renumber))
+        write_atomically(folder / RECORDS, "".join(json.dumps(row) + "\n" for row in kept_records))
+    return dropped
+
+
+@dataclass
+class Baseline:
+    task: str
+    seconds: float
+
+
+class TuningDatabase:
+    """A keyed folder of MetaSchedule records for one target, plus the default schedules' latencies."""
+
+    def __init__(self, root: Path, target: tvm.target.Target):
+        name, described = target_key(target)
+        self.folder = Path(root) / name
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the tuning database {self.folder}: {exc.strerror}; pass a writable "
+                            "--db DIR") from None
+        if not (self.folder / KEY).exists():
+            write_atomically(self.folder / KEY, json.dumps(described, indent=2) + "\n")
+        dropped = repair_database(self.folder)
+        if dropped:
+            warnings.warn(f"tuning database {self.folder}: skipped {dropped} damaged line(s)", stacklevel=2)
+        self.skipped_lines = dropped
+        try:
+            self.ms = ms.database.JSONDatabase(path_workload=str(self.folder / WORKLOADS),
+                                               path_tuning_record=str(self.folder / RECORDS),
+                                               allow_missing=True, module_equality="structural")
+        except RuntimeError as exc:
+            raise UserError(f"the tuning database {self.folder} cannot be read ({str(exc).splitlines()[-1]}); "
+                            "move it away or pass another --db DIR") from None
+        self.baselines = self._load_baselines()
+
+    def _load_baselines(self) -> dict[str, Baseline]:
+        path = self.folder / BASELINES
+        try:
+            raw = json.loads(path.read_text()) if path.exists() else {}
+            return {key: Baseline(**value) for key, value in raw.items()}
+        except (ValueError, TypeError):
+            warnings.warn(f"tuning database {self.folder}: {BASELINES} is damaged; default schedules will be "
+                          "measured again", stacklevel=2)
+            return {}
+
+    def save_baseline(self, mod: tvm.IRModule, baseline: Baseline) -> None:
+        self.baselines[workload_key(mod)] = baseline
+        text = json.dumps({k: vars(v) for k, v in sorted(self.baselines.items())}, indent=1)
+        write_atomically(self.folder / BASELINES, text + "\n")
+
+    def baseline(self, mod: tvm.IRModule) -> Baseline | None:
+        return self.baselines.get(workload_key(mod))
+
+    def records(self, mod: tvm.IRModule) -> list[ms.database.TuningRecord]:
+        """Every record measured for `mod`'s workload (failed candidates included)."""
+        if not self.ms.has_workload(mod):
+            return []
+        workload = self.ms.commit_workload(mod)
+        return [r for r in self.ms.get_all_tuning_records() if r.workload.same_as(workload)]
+
+    def best(self, mod: tvm.IRModule) -> tuple[ms.database.TuningRecord, float] | None:
+        """The fastest valid record for `mod` and its mean latency in seconds (ties: first measured)."""
+        if not self.ms.has_workload(mod):
+            return None
+        top = self.ms.get_top_k(self.ms.commit_workload(mod), 1)
+        if not top or not top[0].run_secs:
+            return None
+        seconds = [float(s) for s in top[0].run_secs]
+        return top[0], sum(seconds) / len(seconds)
+
+
+def workload_key(mod: tvm.IRModule) -> str:
+    return f"{tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"

@@ -1,0 +1,287 @@
+"""MetaSchedule tuning of a Relax module after edgetune's passes, and applying the best records to it.
+
+Tasks are the fused TIR kernels of the module as the pass pipeline leaves it, so tuning and compiling see the
+same kernels and records always match. Each task's default schedule (the CPU rules) is measured once with the
+same builder and runner as the candidates; a tuned record is used only where it beats that baseline, and every
+kernel without a better record keeps its default schedule. The trial budget counts the records already in the
+database for these tasks, so an interrupted run continues toward the same budget and a run whose budget is
+already spent measures nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import tvm
+from tvm import relax
+from tvm.ir.utils import derived_object
+from tvm.s_tir import analysis as s_tir_analysis
+from tvm.s_tir import meta_schedule as ms
+
+from ..errors import UserError
+from .database import Baseline, TuningDatabase
+
+
+@dataclass
+class TuneConfig:
+    """What to spend on tuning: a number of measured candidates and/or wall time (the first reached ends it)."""
+
+    trials: int = 0
+    time_budget_s: float | None = None
+    seed: int = 0
+    builder_timeout_s: float = 120.0
+    runner_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.trials < 0:
+            raise UserError(f"--trials {self.trials} must be positive")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise UserError("--time-budget must be positive, e.g. 30m or 90s")
+        if self.trials == 0 and self.time_budget_s is None:
+            raise UserError("tuning needs a budget: --trials N or --time-budget 30m")
+
+
+@dataclass
+class TaskSummary:
+    name: str
+    weight: int
+    trials: int
+    default_ms: float | None
+    best_ms: float | None
+    uses_record: bool
+
+    @property
+    def speedup(self) -> float | None:
+        if self.default_ms is None or self.best_ms is None or not self.uses_record:
+            return 1.0 if self.default_ms is not None else None
+        return self.default_ms / self.best_ms
+
+    def to_dict(self) -> dict:
+        return {"task": self.name, "weight": self.weight, "trials": self.trials,
+                "default_ms": _round(self.default_ms), "best_ms": _round(self.best_ms),
+                "uses_record": self.uses_record, "speedup": _round(self.speedup)}
+
+
+@dataclass
+class TuneResult:
+    database: str
+    measured_now: int
+    tasks: list[TaskSummary] = field(default_factory=list)
+    stopped_by: str = "budget"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"database": self.database, "measured_now": self.measured_now, "stopped_by": self.stopped_by,
+                "seconds": round(self.seconds, 1), "tasks": [t.to_dict() for t in self.tasks]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
+
+
+def parse_duration(text: str) -> float:
+    """'30m', '90s', '1h', '1h30m' or plain seconds -> seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    total, number = 0.0, ""
+    for char in text.strip().lower():
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total, number = total + float(number) * units[char], ""
+        else:
+            raise UserError(f"--time-budget {text!r} is not a duration; write e.g. 30m, 90s or 1h")
+    if number:
+        total += float(number)
+    if total <= 0:
+        raise UserError(f"--time-budget {text!r} must be positive")
+    return total
+
+
+def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[ms.ExtractedTask]:
+    """The tunable kernels of `mod` (after the pass pipeline), most floating-point work first, so that a small
+    budget goes where the time is."""
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
+             if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+    return sorted(tasks, key=lambda t: -int(t.weight) * _flops(t.dispatched[0]))
+
+
+def _flops(mod: tvm.IRModule) -> float:
+    try:
+        return float(s_tir_analysis.estimate_tir_flops(mod))
+    except RuntimeError:
+        return 1.0
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """After each measured batch: a progress line, and the time budget enforced."""
+
+    def __init__(self, names: list[str], planned: int, deadline: float | None, report: Callable[[str], None]):
+        self.names = names
+        self.planned = planned
+        self.deadline = deadline
+        self.report = report
+        self.done = 0
+        self.best: dict[int, float] = {}
+        self.started = time.monotonic()
+        self.budget_spent = False
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        self.done += len(runner_results)
+        for result in runner_results:
+            if result.run_secs:
+                seconds = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                self.best[task_id] = min(self.best.get(task_id, math.inf), seconds)
+        elapsed = time.monotonic() - self.started
+        left = []
+        if self.planned:
+            left.append(f"{self.done}/{self.planned} trials")
+        if self.deadline is not None:
+            left.append(f"{max(0.0, self.deadline - time.monotonic()):.0f} s left")
+        elif self.done:
+            left.append(f"~{elapsed / self.done * max(0, self.planned - self.done):.0f} s left")
+        best = self.best.get(task_id)
+        width = 24
+        filled = int(width * min(1.0, self.done / self.planned)) if self.planned else 0
+        self.report(f"tuning [{'#' * filled}{'.' * (width - filled)}] {', '.join(left)}; "
+                    f"{self.names[task_id]}: best {best * 1e3:.4f} ms" if best is not None else
+                    f"tuning {', '.join(left)}; {self.names[task_id]}: no valid candidate yet")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.budget_spent = True
+            raise _BudgetSpent()
+
+
+def _measure_defaults(tasks: list[ms.ExtractedTask], target: tvm.target.Target, db: TuningDatabase,
+                      schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
+                      runner: ms.Runner) -> None:
+    """Measure the default schedule of every task that has no baseline yet, as candidates are measured."""
+    todo = [t for t in tasks if db.baseline(t.dispatched[0]) is None]
+    if not todo:
+        return
+    scheduled = [schedule(t.dispatched[0]) for t in todo]
+    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in scheduled])
+    inputs, owners = [], []
+    for task, mod, result in zip(todo, scheduled, built):
+        if result.error_msg is None:
+            inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(target),
+                                                ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+            owners.append(task)
+    for task, future in zip(owners, runner.run(inputs)):
+        outcome = future.result()
+        if outcome.error_msg is None and outcome.run_secs:
+            seconds = sum(float(s) for s in outcome.run_secs) / len(outcome.run_secs)
+            db.save_baseline(task.dispatched[0], Baseline(task.task_name, seconds))
+
+
+def _device_type(target: tvm.target.Target) -> str:
+    return "cpu" if target.kind.name == "llvm" else target.kind.name
+
+
+def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, config: TuneConfig,
+         schedule: Callable[[tvm.IRModule], tvm.IRModule], report: Callable[[str], None] | None = None,
+         builder: ms.Builder | None = None, runner: ms.Runner | None = None) -> TuneResult:
+    """Tune the kernels of `mod` into `db` within `config`'s budget and summarise every task.
+
+    `schedule` gives a one-kernel module its default schedule (the baseline a record must beat)."""
+    say = report or (lambda line: print(line, file=sys.stderr))
+    started = time.monotonic()
+    tasks = extract_tasks(mod, target)
+    if not tasks:
+        return TuneResult(str(db.folder), 0, stopped_by="no tunable kernels")
+    builder = builder or ms.builder.LocalBuilder(max_workers=1, timeout_sec=config.builder_timeout_s)
+    runner = runner or ms.runner.LocalRunner(timeout_sec=config.runner_timeout_s,
+                                             evaluator_config=ms.runner.EvaluatorConfig(
+                                                 number=3, repeat=3, min_repeat_ms=50,
+                                                 enable_cpu_cache_flush=False))
+    say(f"tuning {len(tasks)} kernels into {db.folder}")
+    with _quiet_meta_schedule():
+        return _tune(tasks, target, db, config, schedule, say, builder, runner, started)
+
+
+@contextlib.contextmanager
+def _quiet_meta_schedule():
+    """MetaSchedule logs every round at INFO (tables of all tasks); edgetune prints its own progress line."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _tune(tasks, target, db, config, schedule, say, builder, runner, started) -> TuneResult:
+    _measure_defaults(tasks, target, db, schedule, builder, runner)
+    done = sum(len(db.records(t.dispatched[0])) for t in tasks)
+    remaining = config.trials - done if config.trials else 1 << 30
+    deadline = started + config.time_budget_s if config.time_budget_s is not None else None
+    measured_now, stopped_by = 0, "budget"
+    if remaining <= 0:
+        say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
+            "nothing to measure")
+    else:
+        per_round = max(4, min(64, (remaining if config.trials else 64 * len(tasks)) // len(tasks)))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir=tempfile.mkdtemp(prefix="edgetune-tune-"), seed=config.seed, num_threads="logical")
+        progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say)
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tempfile.mkdtemp(prefix="edgetune-tune-"),
+                          max_trials_global=remaining, num_trials_per_iter=per_round, builder=builder,
+                          runner=runner, database=db.ms, cost_model="xgb",
+                          measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+                          task_scheduler="gradient")
+        except Exception:  # noqa: BLE001 - the budget callback's exception comes back wrapped by the FFI
+            if not progress.budget_spent:
+                raise
+            stopped_by = "time budget"
+        measured_now = progress.done
+    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by)
+    result.tasks = [summarise(t, db) for t in tasks]
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def summarise(task: ms.ExtractedTask, db: TuningDatabase) -> TaskSummary:
+    kernel = task.dispatched[0]
+    baseline = db.baseline(kernel)
+    best = db.best(kernel)
+    default_ms = baseline.seconds * 1e3 if baseline else None
+    best_ms = best[1] * 1e3 if best else None
+    uses = best is not None and (default_ms is None or best_ms < default_ms)
+    return TaskSummary(task.task_name, int(task.weight), len(db.records(kernel)), default_ms,
+                       best_ms if uses else default_ms, uses)
+
+
+def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase
+                       ) -> tuple[tvm.IRModule, list[str]]:
+    """Replace each kernel whose best record beats its default schedule; returns the module and their names.
+
+    Only the winning records go into the in-memory database that MetaSchedule applies, so the choice is
+    deterministic: the same database always yields the same kernels, and nothing is measured."""
+    winners = ms.database.MemoryDatabase()
+    for task in extract_tasks(mod, target):
+        if summarise(task, db).uses_record:
+            record, _ = db.best(task.dispatched[0])
+            workload = winners.commit_workload(task.dispatched[0])
+            winners.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, record.run_secs,
+                                                                  target, record.args_info))
+    before = {gvar.name_hint: func for gvar, func in mod.functions_items()}
+    with target, winners, tvm.transform.PassContext(opt_level=3):
+        applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    changed = []
+    for gvar, func in applied.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc) and not func.same_as(before.get(gvar.name_hint)):
+            applied[gvar] = func.with_attr("tirx.is_scheduled", True)
+            changed.append(gvar.name_hint)
+    return applied, sorted(changed)
