@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgetune: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("edgetune: interrupted; nothing was written", file=sys.stderr)
+        print("edgetune: interrupted; nothing half-written was left (tuning records already measured are kept)",
+              file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
@@ -247,8 +248,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile, "inspect": _cmd_inspect,
-            "targets": _cmd_targets}
+COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile,
+            "inspect": _cmd_inspect, "targets": _cmd_targets}
 
 
 def _describe_value(vi) -> dict:

@@ -35,7 +35,8 @@ def _channel_axis(call: relax.Call) -> int | None:
         return None
     rank = len(call.args[1].value.shape)
     if call.op.name == "relax.nn.conv2d":
-        ok = call.attrs.kernel_layout == "OIHW" and call.attrs.out_layout == "NCHW" and call.attrs.out_dtype in ("", None)
+        attrs = call.attrs
+        ok = attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW" and attrs.out_dtype in ("", None)
         return 1 if ok else None
     if call.op.name == "relax.matmul" and rank == 2:
         return -1

@@ -1,7 +1,13 @@
 """Autotuning: MetaSchedule really measures, records are keyed and reused, damage is survived."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import tvm
@@ -9,8 +15,9 @@ import tvm
 import edgetune
 from edgetune.autotune import TuneConfig, TuningDatabase, parse_duration, repair_database, target_key
 from edgetune.errors import UserError
+from edgetune.targets import get_target
 
-from onnx_models import conv_net
+from onnx_models import conv_net, save
 
 
 def test_database_is_keyed_by_target_and_tvm_version(tmp_path):
@@ -74,3 +81,48 @@ def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
         damaged = edgetune.compile(model, tuning_db=tmp_path)
     assert any("damaged" in str(w.message) for w in caught)
     assert damaged.metadata["tuning"]["skipped_damaged_lines"] == 1 and damaged.validation.passed
+
+
+EDGETUNE = str(Path(sys.executable).parent / "edgetune")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ([], "needs a budget"),
+    (["--time-budget", "soon"], "is not a duration"),
+    (["--trials", "-3"], "must be positive"),
+])
+def test_tune_command_rejects_bad_budgets(tmp_path, args, fragment):
+    model = save(conv_net(channels=8, size=8), tmp_path / "conv.onnx")
+    result = subprocess.run([EDGETUNE, "tune", str(model), "--db", str(tmp_path / "db"), *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+
+
+def test_kill_9_mid_tuning_loses_at_most_the_running_batch(tmp_path):
+    """`edgetune tune` killed with SIGKILL (workers too) after its first reported batch: the database still
+    loads, holds every reported trial, and a new run measures only what the budget has left."""
+    model = save(conv_net(channels=16, size=12), tmp_path / "conv.onnx")
+    db = tmp_path / "db"
+    cmd = [EDGETUNE, "tune", str(model), "--trials", "12", "--db", str(db)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    reported = 0
+    try:
+        for line in proc.stderr:
+            match = re.search(r"(\d+)/12 trials", line)
+            if match:
+                reported = int(match.group(1))
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert reported >= 4
+    target = get_target("host").tvm_target()
+    kept = TuningDatabase(db, target)
+    assert len(kept.ms.get_all_tuning_records()) >= reported
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    measured = int(re.search(r"(\d+) candidates measured now", result.stdout).group(1))
+    total = len(TuningDatabase(db, target).ms.get_all_tuning_records())
+    assert measured <= 12 - reported and total >= 12, result.stdout

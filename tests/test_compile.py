@@ -56,7 +56,8 @@ def test_every_opt_level_is_correct_and_recorded(opt_level):
     compiled = edgetune.compile(model, opt_level=opt_level)
     assert compiled.validation.passed
     ran = [p["name"] for p in compiled.metadata["passes"]["ran"]]
-    assert ran == [s.name for s in pipeline_stages(PassConfig(opt_level, channel_block=get_target("host").channel_block()))]
+    block = get_target("host").channel_block()
+    assert ran == [s.name for s in pipeline_stages(PassConfig(opt_level, channel_block=block))]
     assert ("FuseOps" in ran) == (opt_level >= 2)
     _check_against_onnxruntime(compiled, model)
 
