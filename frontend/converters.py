@@ -108,3 +108,33 @@ class Dropout(onnx_frontend.OnnxOpConverter):
         if attr.get("tvm_custom", {}).get("num_outputs", 1) > 1:
             return relax.Tuple([data, relax.op.ones_like(data, "bool")])
         return data
+
+
+@register_converter("Clip")
+class Clip(onnx_frontend.OnnxOpConverter):
+    """Clip as Relax `maximum`/`minimum`.
+
+    The stock converter emits TIR calls (`call_te`) at import time, which no Relax pass can see through: after
+    the blocked-layout pass each ReLU6 ran behind a transform back to NCHW, as a kernel of its own.
+    """
+
+    @classmethod
+    def _apply(cls, data: relax.Expr, low: relax.Expr | None, high: relax.Expr | None) -> relax.Expr:
+        out = data
+        if low is not None:
+            out = relax.op.maximum(out, low)
+        if high is not None:
+            out = relax.op.minimum(out, high)
+        return out
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):  # opsets 1-10: bounds are attributes
+        dtype = str(inputs[0].ty.dtype)
+        low, high = attr.get("min"), attr.get("max")
+        return cls._apply(inputs[0], None if low is None else relax.const(float(low), dtype),
+                          None if high is None else relax.const(float(high), dtype))
+
+    @classmethod
+    def _impl_v11(cls, bb, inputs, attr, params):  # opset 11+: optional inputs
+        bounds = list(inputs[1:3]) + [None] * (3 - len(inputs))
+        return cls._apply(inputs[0], bounds[0], bounds[1])

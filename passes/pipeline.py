@@ -15,6 +15,7 @@ import tvm
 from tvm import relax
 
 from ..errors import UserError
+from .activations import ElementwiseActivations
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
 from .legalize import legalize_map
@@ -64,6 +65,8 @@ STAGES: tuple[Stage, ...] = (
           "evaluate weight-only subgraphs at compile time"),
     Stage("FoldScaleIntoWeights", lambda c: FoldScaleIntoWeights(), 1,
           "BatchNorm / bias / scale chains into conv and matmul weights"),
+    Stage("ElementwiseActivations", lambda c: ElementwiseActivations(), 1,
+          "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it"),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
     Stage("FoldConstant.prepack", lambda c: relax.transform.FoldConstant(), 2,

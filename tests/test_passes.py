@@ -11,6 +11,7 @@ from tvm import relax
 import edgetune
 from edgetune.frontend import import_model, load_model
 from edgetune.passes import PassConfig, run_passes
+from edgetune.passes.activations import ElementwiseActivations
 from edgetune.passes.fold_scale import FoldScaleIntoWeights
 from edgetune.passes.layout import BlockedLayout
 from edgetune.targets import get_target
@@ -136,3 +137,49 @@ def test_convs_that_cannot_be_blocked_stay_nchw(channels):
     compiled = edgetune.compile(model)
     assert compiled.validation.passed, compiled.validation.summary()
     assert "Conv2dNCHWc" not in compiled.metadata["schedules"]["kernels"].values()
+
+
+def _conv_then(act: str):
+    inits = {"w": RNG.normal(0, 0.2, (2 * BLOCK, BLOCK, 3, 3)).astype(np.float32),
+             "b": RNG.normal(0, 0.1, 2 * BLOCK).astype(np.float32),
+             "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])]
+    if act == "Clip":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    elif act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    else:
+        nodes.append(helper.make_node(act, ["c"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, BLOCK, 14, 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2 * BLOCK, 14, 14])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items() if act == "Clip" or k in "wb"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish", "Gelu", "Tanh"])
+def test_activation_epilogues_fuse_into_the_blocked_conv(act):
+    compiled = edgetune.compile(_conv_then(act))
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = [k.name for k in compiled.profile(repeat=2).kernels if k.kind == "kernel"]
+    compute = [name for name in kernels if "layout_transform" not in name]  # the boundary transforms
+    assert len(compute) == 1 and "conv2d_nchwc" in compute[0], kernels
+
+
+def test_elementwise_activations_rewrite():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([2, 8], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.clip(x, 0.0, 6.0))
+            b = bb.emit(relax.op.nn.leakyrelu(a, 0.1))
+            c = bb.emit_output(relax.op.nn.leakyrelu(b, 2.0))  # alpha > 1: max(x, 2x) is wrong, kept
+        bb.emit_func_output(c)
+    mod = bb.get()
+    rewritten = ElementwiseActivations()(mod)
+    counts = op_counts(rewritten)
+    assert counts["relax.clip"] == 0 and counts["relax.nn.leakyrelu"] == 1, counts
+    data = RNG.normal(0, 4, (2, 8)).astype("float32")
+    np.testing.assert_allclose(_run(rewritten, data), _run(mod, data), rtol=1e-6)
