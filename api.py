@@ -213,6 +213,15 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
     return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say)
 
 
+def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
+    """Import `model` and run the pass pipeline for `target`; returns the `PassResult` (module and, per
+    stage, its time and what it changed), as `edgetune inspect --passes` prints it."""
+    target = get_target(target)
+    imported = import_model(load_model(model), input_shapes)
+    return run_passes(imported.mod, PassConfig(opt_level=opt_level, channel_block=target.channel_block()))
+
+
 def load(outdir: str | Path) -> CompiledModel:
     """Open a saved artifact folder after checking every file against the manifest's checksums."""
     outdir = Path(outdir)

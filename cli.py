@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="list a model's operators, inputs, outputs and unsupported operators")
     i.add_argument("model")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--passes", action="store_true",
+                   help="run the pass pipeline and show what each pass changed (operators, kernels)")
+    i.add_argument("-t", "--target", default="host", help="target for --passes (default host)")
+    i.add_argument("--opt-level", type=int, default=2, help="pipeline level for --passes (default 2)")
+    i.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
 
     sub.add_parser("targets", help="list target presets with their TVM target JSON")
     return parser
@@ -201,7 +206,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .frontend import load_model, op_coverage
+    from .frontend import load_model, op_coverage, parse_input_shapes
+
+    if args.passes:
+        from . import api
+
+        result = api.run_pipeline(args.model, args.target, args.opt_level, parse_input_shapes(args.input_shape))
+        if args.json:
+            print(json.dumps([record.to_dict() for record in result.records], indent=2))
+            return 0
+        width = max(len(record.name) for record in result.records)
+        print(f"{'pass':<{width}}  {'seconds':>7}  what changed")
+        for record in result.records:
+            print(f"{record.name:<{width}}  {record.seconds:7.3f}  {record.describe()}")
+        return 0
 
     loaded = load_model(args.model)
     coverage = op_coverage(loaded.proto)

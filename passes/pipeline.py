@@ -8,6 +8,7 @@ join by adding a stage here, not by editing the callers.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,11 +85,41 @@ STAGES: tuple[Stage, ...] = (
 
 @dataclass
 class PassRecord:
+    """One stage's time and what it changed: Relax operator calls (+/- per operator) and TIR kernels."""
+
     name: str
     seconds: float
+    changes: dict[str, int] = field(default_factory=dict)
+    kernels_before: int = 0
+    kernels_after: int = 0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "seconds": round(self.seconds, 4)}
+        return {"name": self.name, "seconds": round(self.seconds, 4), "changes": self.changes,
+                "kernels": [self.kernels_before, self.kernels_after]}
+
+    def describe(self) -> str:
+        parts = [f"{delta:+d} {op.removeprefix('relax.')}" for op, delta in
+                 sorted(self.changes.items(), key=lambda item: (-abs(item[1]), item[0]))]
+        if self.kernels_before != self.kernels_after:
+            parts.insert(0, f"kernels {self.kernels_before} -> {self.kernels_after}")
+        return ", ".join(parts) or "no change"
+
+
+def module_census(mod: tvm.IRModule) -> tuple[Counter, int]:
+    """Relax operator calls per operator, and the number of TIR kernels, in `mod`."""
+    calls: Counter = Counter()
+    kernels = 0
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            calls[expr.op.name] += 1
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+        else:
+            kernels += 1
+    return calls, kernels
 
 
 @dataclass
@@ -110,11 +141,16 @@ def run_passes(mod: tvm.IRModule, config: PassConfig | None = None, stop_after: 
     if stop_after is not None and stop_after not in {s.name for s in STAGES}:
         raise ValueError(f"no pass stage named {stop_after!r}")
     result = PassResult(mod)
+    calls, kernels = module_census(mod)
     with tvm.transform.PassContext(opt_level=3):
         for stage in stages:
             start = time.perf_counter()
             result.mod = stage.make(config)(result.mod)
-            result.records.append(PassRecord(stage.name, time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            after, kernels_after = module_census(result.mod)
+            changes = {op: after[op] - calls[op] for op in after.keys() | calls.keys() if after[op] != calls[op]}
+            result.records.append(PassRecord(stage.name, seconds, changes, kernels, kernels_after))
+            calls, kernels = after, kernels_after
             if stage.name == stop_after:
                 break
     return result

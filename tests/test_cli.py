@@ -77,6 +77,13 @@ def test_inspect_and_targets(models):
     info = json.loads(result.stdout)
     assert info["ops"]["Conv"] == 26 and info["unsupported"] == {}
     assert info["inputs"] == [{"name": "data_0", "dtype": "float32", "shape": [1, 3, 224, 224]}]
+    result = run("inspect", light("light_squeezenet"), "--passes", "--json")
+    stages = {record["name"]: record for record in json.loads(result.stdout)}
+    assert stages["FoldScaleIntoWeights"]["changes"] == {}  # SqueezeNet has no BatchNorm: nothing to fold
+    assert stages["FuseTIR"]["kernels"][1] < stages["FuseTIR"]["kernels"][0]
+    assert stages["BlockedLayout"]["changes"]["relax.layout_transform"] > 0
+    text = run("inspect", models["conv"], "--passes").stdout
+    assert text.splitlines()[0].split() == ["pass", "seconds", "what", "changed"] and "FuseTIR" in text
     result = run("targets")
     assert result.returncode == 0
     name, target_json = result.stdout.splitlines()[:2]
