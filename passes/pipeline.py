@@ -17,6 +17,7 @@ from tvm import relax
 
 from ..errors import UserError
 from .activations import ElementwiseActivations
+from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
 from .legalize import legalize_map
@@ -34,6 +35,11 @@ class PassConfig:
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
             raise UserError(f"--opt-level {self.opt_level} is not one of {', '.join(map(str, OPT_LEVELS))}")
+
+
+def _fold_constants() -> tvm.transform.Pass:
+    """numpy for the common weight-preparation operators (fast), then TVM's FoldConstant for the rest."""
+    return tvm.transform.Sequential([NumpyFoldConstant(), relax.transform.FoldConstant()], name="FoldConstant")
 
 
 def _always(_config: PassConfig) -> bool:
@@ -62,15 +68,14 @@ STAGES: tuple[Stage, ...] = (
           "BatchNorm and friends into inference arithmetic"),
     Stage("CanonicalizeBindings", lambda c: relax.transform.CanonicalizeBindings(), 1,
           "look through the tuples BatchNorm leaves, so that its consumers fuse with the producer"),
-    Stage("FoldConstant", lambda c: relax.transform.FoldConstant(), 1,
-          "evaluate weight-only subgraphs at compile time"),
+    Stage("FoldConstant", lambda c: _fold_constants(), 1, "evaluate weight-only subgraphs at compile time"),
     Stage("FoldScaleIntoWeights", lambda c: FoldScaleIntoWeights(), 1,
           "BatchNorm / bias / scale chains into conv and matmul weights"),
     Stage("ElementwiseActivations", lambda c: ElementwiseActivations(), 1,
           "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it"),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
-    Stage("FoldConstant.prepack", lambda c: relax.transform.FoldConstant(), 2,
+    Stage("FoldConstant.prepack", lambda c: _fold_constants(), 2,
           "prepack weights into the blocked layout at compile time", _blocked),
     Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map()), 0,
           "Relax operators to TIR functions (edgetune's lowering for blocked conv2d)"),

@@ -12,6 +12,7 @@ import edgetune
 from edgetune.frontend import import_model, load_model
 from edgetune.passes import PassConfig, run_passes
 from edgetune.passes.activations import ElementwiseActivations
+from edgetune.passes.fold_numpy import NumpyFoldConstant
 from edgetune.passes.fold_scale import FoldScaleIntoWeights
 from edgetune.passes.layout import BlockedLayout
 from edgetune.targets import get_target
@@ -183,3 +184,38 @@ def test_elementwise_activations_rewrite():
     assert counts["relax.clip"] == 0 and counts["relax.nn.leakyrelu"] == 1, counts
     data = RNG.normal(0, 4, (2, 8)).astype("float32")
     np.testing.assert_allclose(_run(rewritten, data), _run(mod, data), rtol=1e-6)
+
+
+def test_numpy_constant_folding_matches_tvm_fold_constant():
+    """Weight preparation folded in numpy equals TVM's own FoldConstant, bit for bit."""
+    w = relax.const(RNG.normal(0, 1, (32, 16, 3, 3)).astype("float32"))
+    v = relax.const(RNG.uniform(0.5, 1.5, (32,)).astype("float32"))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 1, 8, 8, 16], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            std = bb.emit(relax.op.sqrt(relax.op.add(relax.op.expand_dims(v, [1, 2, 3]), relax.const(1e-5))))
+            scaled = bb.emit(relax.op.divide(w, std))
+            packed = bb.emit(relax.op.layout_transform(
+                scaled, index_map=lambda o, i, h, w_: (o // 16, i // 16, h, w_, i % 16, o % 16)))
+            bias = bb.emit(relax.op.broadcast_to(relax.op.reshape(v, [1, 2, 1, 1, 16]), [1, 2, 8, 8, 16]))
+            y = bb.emit(relax.op.nn.conv2d(x, packed, padding=[1, 1, 1, 1], data_layout="NCHW16c",
+                                           kernel_layout="OIHW16i16o"))
+            out = bb.emit_output(relax.op.add(y, bias))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    ours = NumpyFoldConstant()(mod)
+    assert op_counts(ours) == Counter({"relax.nn.conv2d": 1, "relax.add": 1}), op_counts(ours)
+    theirs = relax.transform.FoldConstant()(mod)
+    mine = {tuple(c.value.shape): c.value.numpy() for c in _constants(ours)}
+    reference = {tuple(c.value.shape): c.value.numpy() for c in _constants(theirs)}
+    assert mine.keys() == reference.keys()
+    for shape, value in mine.items():
+        np.testing.assert_array_equal(value, reference[shape])
+
+
+def _constants(mod: tvm.IRModule) -> list:
+    found = []
+    relax.analysis.post_order_visit(mod["main"].body,
+                                    lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
+    return found
