@@ -46,6 +46,7 @@ class CompileOptions:
     tune_trials: int = 0  # measure this many candidates (counting the database's records) before building
     tune_time_budget_s: float | None = None  # or tune for this long
     tuning_db: str | Path | None = None  # apply (and, when tuning, extend) this database; default: user cache
+    edgetune_passes: bool = True  # False: TVM's own passes only (to measure what edgetune's passes earn)
 
 
 class CompiledModel:
@@ -123,7 +124,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         raise UserError(f"edgetune.compile: {exc}") from None
     say = progress or (lambda _msg: None)
     target = get_target(target)
-    pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block())
+    pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block(),
+                             edgetune_passes=opts.edgetune_passes)
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:

@@ -31,6 +31,8 @@ class PassConfig:
     opt_level: int = DEFAULT_OPT_LEVEL
     # Activation channel block the target's conv schedules want (NCHW[x]c); 0 keeps plain NCHW.
     channel_block: int = 0
+    # False: TVM's own passes only (for measuring what edgetune's fusion passes earn).
+    edgetune_passes: bool = True
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
@@ -46,8 +48,12 @@ def _always(_config: PassConfig) -> bool:
     return True
 
 
+def _own(config: PassConfig) -> bool:
+    return config.edgetune_passes
+
+
 def _blocked(config: PassConfig) -> bool:
-    return config.channel_block > 1
+    return config.edgetune_passes and config.channel_block > 1
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,9 @@ STAGES: tuple[Stage, ...] = (
           "look through the tuples BatchNorm leaves, so that its consumers fuse with the producer"),
     Stage("FoldConstant", lambda c: _fold_constants(), 1, "evaluate weight-only subgraphs at compile time"),
     Stage("FoldScaleIntoWeights", lambda c: FoldScaleIntoWeights(), 1,
-          "BatchNorm / bias / scale chains into conv and matmul weights"),
+          "BatchNorm / bias / scale chains into conv and matmul weights", _own),
     Stage("ElementwiseActivations", lambda c: ElementwiseActivations(), 1,
-          "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it"),
+          "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it", _own),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
     Stage("FoldConstant.prepack", lambda c: _fold_constants(), 2,
