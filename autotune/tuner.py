@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,6 +26,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..errors import UserError
 from .database import Baseline, TuningDatabase
+from .measure import local_builder, local_runner
 
 
 @dataclass
@@ -35,6 +35,7 @@ class TuneConfig:
 
     trials: int = 0
     time_budget_s: float | None = None
+    trials_per_round: int | None = None  # candidates per measured batch; None: sized to the budget and tasks
     seed: int = 0
     builder_timeout_s: float = 120.0
     runner_timeout_s: float = 30.0
@@ -119,6 +120,20 @@ def _flops(mod: tvm.IRModule) -> float:
         return 1.0
 
 
+def _tune_context(task: ms.ExtractedTask, seed: int) -> ms.TuneContext:
+    """A task's MetaSchedule context with a plain Python logger.
+
+    (`extracted_tasks_to_tune_contexts` reconfigures logging with per-task log files through dictConfig and
+    fails on a second run in the same process.) The search population is a quarter of MetaSchedule's default
+    (512 x 4 genetic rounds), which on two cores took longer per batch than measuring it."""
+    logger = logging.getLogger(f"edgetune.autotune.{task.task_name}")
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16,
+                                                     genetic_num_iters=3)
+    return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+                          search_strategy=strategy, task_name=task.task_name, logger=logger, rand_state=seed,
+                          num_threads="logical").clone()
+
+
 class _BudgetSpent(Exception):
     pass
 
@@ -199,11 +214,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, confi
     tasks = extract_tasks(mod, target)
     if not tasks:
         return TuneResult(str(db.folder), 0, stopped_by="no tunable kernels")
-    builder = builder or ms.builder.LocalBuilder(max_workers=1, timeout_sec=config.builder_timeout_s)
-    runner = runner or ms.runner.LocalRunner(timeout_sec=config.runner_timeout_s,
-                                             evaluator_config=ms.runner.EvaluatorConfig(
-                                                 number=3, repeat=3, min_repeat_ms=50,
-                                                 enable_cpu_cache_flush=False))
+    builder = builder or local_builder(config.builder_timeout_s)
+    runner = runner or local_runner(config.runner_timeout_s)
     say(f"tuning {len(tasks)} kernels into {db.folder}")
     with _quiet_meta_schedule():
         return _tune(tasks, target, db, config, schedule, say, builder, runner, started)
@@ -231,12 +243,13 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
         say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
             "nothing to measure")
     else:
-        per_round = max(4, min(64, (remaining if config.trials else 64 * len(tasks)) // len(tasks)))
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, work_dir=tempfile.mkdtemp(prefix="edgetune-tune-"), seed=config.seed, num_threads="logical")
+        # a trial budget is shared across the tasks; a time budget is checked between batches, so keep them small
+        per_round = config.trials_per_round or (max(4, min(64, remaining // len(tasks))) if config.trials else 16)
+        contexts = [_tune_context(task, config.seed + index) for index, task in enumerate(tasks)]
+        weights = [float(task.weight) for task in tasks]
         progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say)
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tempfile.mkdtemp(prefix="edgetune-tune-"),
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db.folder),
                           max_trials_global=remaining, num_trials_per_iter=per_round, builder=builder,
                           runner=runner, database=db.ms, cost_model="xgb",
                           measure_callbacks=[*ms.MeasureCallback.create("default"), progress],

@@ -22,7 +22,7 @@ MANIFEST_KEYS = {"schema", "created", "versions", "source", "target", "signature
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("art") / "convnet"
-    compiled = edgetune.compile(conv_net(channels=32, size=32))
+    compiled = edgetune.compile(conv_net(channels=64, size=48))  # compute-bound: ms, not microseconds
     compiled.profile(repeat=20)
     compiled.save(out)
     return out, compiled

@@ -126,3 +126,13 @@ def test_kill_9_mid_tuning_loses_at_most_the_running_batch(tmp_path):
     measured = int(re.search(r"(\d+) candidates measured now", result.stdout).group(1))
     total = len(TuningDatabase(db, target).ms.get_all_tuning_records())
     assert measured <= 12 - reported and total >= 12, result.stdout
+
+
+def test_time_budget_stops_after_the_batch_in_flight(tmp_path):
+    from edgetune import api
+
+    result = api.tune_model(conv_net(channels=16, size=12), "host", TuneConfig(time_budget_s=1, trials_per_round=4),
+                             tmp_path)
+    assert result.stopped_by == "time budget"
+    assert result.measured_now == 4  # the batch in flight, then the budget callback ends the run
+    assert all(task.default_ms is not None for task in result.tasks)
