@@ -55,3 +55,41 @@ class ElementwiseActivations:
             if isinstance(func, relax.Function):
                 mod[gvar] = _Rewriter(mod).visit_expr(func)
         return mod
+
+
+_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum")
+
+
+@relax.expr_functor.mutator
+class _RankAligner(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name not in _BINARY:
+            return call
+        args = list(call.args)
+        ranks = [len(a.ty.shape.values) if isinstance(a.ty, relax.TensorType) and a.ty.shape is not None
+                 else None for a in args]
+        if None in ranks or ranks[0] == ranks[1]:
+            return call
+        low = 0 if ranks[0] < ranks[1] else 1
+        if not isinstance(args[low], tvm.ir.GenericConst):
+            return call
+        value = args[low].value.numpy()
+        if value.size == 1:  # scalars broadcast in any layout as they are
+            return call
+        args[low] = relax.const(value.reshape((1,) * (ranks[1 - low] - ranks[low]) + value.shape),
+                                str(value.dtype))
+        return relax.Call(call.op, args, call.attrs)
+
+
+@tvm.transform.module_pass(opt_level=0, name="FullRankConstants")
+class FullRankConstants:
+    """Constant operands of binary elementwise ops reshaped to the other operand's rank ([C,1,1] ->
+    [1,C,1,1]): the same broadcast, but one `ConvertLayout` can carry into a blocked layout. DenseNet's
+    exported BatchNorm scale/shift are rank 3; each of them forced a transform to NCHW and back."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mod[gvar] = _RankAligner(mod).visit_expr(func)
+        return mod

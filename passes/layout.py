@@ -27,9 +27,13 @@ def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]
     if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return keep
     out_channels, in_channels = (int(d) for d in call.args[1].ty.shape.values[:2])
-    if in_channels % block or out_channels % block:
+    if out_channels % block:
         return keep
-    return {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
+    if in_channels % block == 0:
+        return {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
+    if in_channels < block:  # a stem (RGB input): all input channels in one block, the output blocked
+        return {"relax.nn.conv2d": [f"NCHW{in_channels}c", f"OIHW{in_channels}i{block}o", f"NCHW{block}c"]}
+    return keep
 
 
 def BlockedLayout(block: int) -> tvm.transform.Pass:  # noqa: N802 (a pass constructor, as in relax.transform)

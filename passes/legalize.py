@@ -47,7 +47,9 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     attrs = call.attrs
     data_match = _BLOCKED_DATA.match(attrs.data_layout)
     kernel_match = _BLOCKED_KERNEL.match(attrs.kernel_layout)
-    if not (data_match and kernel_match and attrs.out_layout == attrs.data_layout and attrs.groups == 1):
+    out_match = _BLOCKED_DATA.match(attrs.out_layout)
+    if not (data_match and kernel_match and out_match and attrs.groups == 1
+            and data_match.group(1) == kernel_match.group(1) and out_match.group(1) == kernel_match.group(2)):
         return _stock_conv2d(bb, call)
     out_dtype = attrs.out_dtype or call.args[0].ty.dtype
     return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,

@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from ..errors import UserError
-from .activations import ElementwiseActivations
+from .activations import ElementwiseActivations, FullRankConstants
 from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
@@ -79,6 +79,8 @@ STAGES: tuple[Stage, ...] = (
           "BatchNorm / bias / scale chains into conv and matmul weights", _own),
     Stage("ElementwiseActivations", lambda c: ElementwiseActivations(), 1,
           "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it", _own),
+    Stage("FullRankConstants", lambda c: FullRankConstants(), 2,
+          "constant operands at full rank, so elementwise ops can follow a blocked layout", _blocked),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
     Stage("FoldConstant.prepack", lambda c: _fold_constants(), 2,

@@ -11,7 +11,7 @@ from tvm import relax
 import edgetune
 from edgetune.frontend import import_model, load_model
 from edgetune.passes import PassConfig, run_passes
-from edgetune.passes.activations import ElementwiseActivations
+from edgetune.passes.activations import ElementwiseActivations, FullRankConstants
 from edgetune.passes.fold_numpy import NumpyFoldConstant
 from edgetune.passes.fold_scale import FoldScaleIntoWeights
 from edgetune.passes.layout import BlockedLayout
@@ -219,3 +219,20 @@ def _constants(mod: tvm.IRModule) -> list:
     relax.analysis.post_order_visit(mod["main"].body,
                                     lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
     return found
+
+
+def test_full_rank_constants_keep_broadcasting_and_scalars():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 8, 4, 4], "float32"))
+    scale = RNG.uniform(0.5, 1.5, (8, 1, 1)).astype("float32")  # as caffe2-exported BatchNorm scales are
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.multiply(x, relax.const(scale)))
+            out = bb.emit_output(relax.op.add(y, relax.const(1.0, "float32")))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    aligned = FullRankConstants()(mod)
+    shapes = sorted(tuple(c.value.shape) for c in _constants(aligned))
+    assert shapes == [(), (1, 8, 1, 1)]
+    data = RNG.normal(0, 1, (1, 8, 4, 4)).astype("float32")
+    np.testing.assert_array_equal(_run(aligned, data), _run(mod, data))
