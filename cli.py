@@ -295,14 +295,10 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     if not path.resolve().parent.is_dir():
         raise UserError(f"cannot write {path}: its folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from .artifact import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _progress(message: str) -> None:

@@ -10,14 +10,12 @@ thread: distinct kernels, kernel launches per inference and median latency (onnx
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import LIGHT, ROOT, time_calls  # noqa: E402  (the benchmark's shared measuring helpers)
+from run import LIGHT, ROOT, time_calls, write_report  # noqa: E402  (the benchmark's shared helpers)
 
 MODELS = ["light_resnet50", "light_densenet121", "light_inception_v1", "bert_encoder"]
 
@@ -91,12 +89,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fusion.json")
     args = parser.parse_args()
     results = [bench(name, args.rounds, args.seconds) for name in args.models.split(",")]
-    report = {"results": results, "table": table(results)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
-    print(report["table"])
+    write_report(args.out, {"results": results, "table": table(results)})
 
 
 if __name__ == "__main__":

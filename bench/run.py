@@ -128,6 +128,16 @@ def table(results: list[dict], threads_list: list[int]) -> str:
     return "\n".join(lines)
 
 
+def write_report(path: Path, report: dict) -> None:
+    """The results as JSON (written atomically), and the table on stdout."""
+    from edgetune.artifact import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(report, indent=2))
+    print(report["table"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -153,11 +163,7 @@ def main() -> None:
             results.extend(json.loads(out.strip().splitlines()[-1]))
     report = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "results": results,
               "table": table(results, threads_list)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
-    print(report["table"])
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
