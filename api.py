@@ -185,10 +185,10 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
 
 def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tuple[Any, dict]:
     """Tune (when a budget is given) into the database, then apply its winning records to `mod`."""
-    from .autotune import TuneConfig, TuningDatabase, apply_best_records, default_root, tune
+    from .autotune import TuneConfig, TuningDatabase, apply_best_records, tune
 
     tvm_target = target.tvm_target()
-    db = TuningDatabase(Path(opts.tuning_db) if opts.tuning_db is not None else default_root(), tvm_target)
+    db = TuningDatabase(opts.tuning_db, tvm_target)
     summary: dict[str, Any] = {"database": str(db.folder), "skipped_damaged_lines": db.skipped_lines}
     if opts.tune_trials or opts.tune_time_budget_s is not None:
         config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
@@ -204,15 +204,14 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
                progress: Progress | None = None) -> Any:
     """Tune `model`'s kernels for `target` into the database without building a library; returns the
     `TuneResult` (per kernel: trials, default and best latency)."""
-    from .autotune import TuningDatabase, default_root, tune
+    from .autotune import TuningDatabase, tune
 
     target = get_target(target)
-    say = progress or (lambda _msg: None)
-    imported = import_model(load_model(model), input_shapes)
-    passed = run_passes(imported.mod, PassConfig(opt_level=opt_level, channel_block=target.channel_block()))
+    passed = run_pipeline(model, target, opt_level, input_shapes)
     tvm_target = target.tvm_target()
-    db = TuningDatabase(Path(tuning_db) if tuning_db is not None else default_root(), tvm_target)
-    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say)
+    db = TuningDatabase(tuning_db, tvm_target)
+    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0],
+                progress or (lambda _msg: None))
 
 
 def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
+from ..artifact import atomic_write
 from ..errors import UserError
 from ..targets.base import target_to_json
 
@@ -46,16 +46,8 @@ def target_key(target: tvm.target.Target) -> tuple[str, dict]:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        handle.write(text)
 
 
 def _parse_lines(path: Path) -> list[object]:
@@ -100,9 +92,10 @@ class Baseline:
 class TuningDatabase:
     """A keyed folder of MetaSchedule records for one target, plus the default schedules' latencies."""
 
-    def __init__(self, root: Path, target: tvm.target.Target):
+    def __init__(self, root: str | Path | None, target: tvm.target.Target):
+        """`root`: the database folder (None: the user's cache, `default_root()`)."""
         name, described = target_key(target)
-        self.folder = Path(root) / name
+        self.folder = Path(root if root is not None else default_root()) / name
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -155,8 +148,12 @@ class TuningDatabase:
         top = self.ms.get_top_k(self.ms.commit_workload(mod), 1)
         if not top or not top[0].run_secs:
             return None
-        seconds = [float(s) for s in top[0].run_secs]
-        return top[0], sum(seconds) / len(seconds)
+        return top[0], mean_seconds(top[0].run_secs)
+
+
+def mean_seconds(run_secs) -> float:
+    """The mean of a measurement's repeats (MetaSchedule's run_secs)."""
+    return sum(float(s) for s in run_secs) / len(run_secs)
 
 
 def workload_key(mod: tvm.IRModule) -> str:

@@ -25,7 +25,7 @@ from tvm.s_tir import analysis as s_tir_analysis
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import UserError
-from .database import Baseline, TuningDatabase
+from .database import Baseline, TuningDatabase, mean_seconds
 from .measure import local_builder, local_runner
 
 
@@ -156,8 +156,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.done += len(runner_results)
         for result in runner_results:
             if result.run_secs:
-                seconds = sum(float(s) for s in result.run_secs) / len(result.run_secs)
-                self.best[task_id] = min(self.best.get(task_id, math.inf), seconds)
+                self.best[task_id] = min(self.best.get(task_id, math.inf), mean_seconds(result.run_secs))
         elapsed = time.monotonic() - self.started
         left = []
         if self.planned:
@@ -195,8 +194,7 @@ def _measure_defaults(tasks: list[ms.ExtractedTask], target: tvm.target.Target, 
     for task, future in zip(owners, runner.run(inputs)):
         outcome = future.result()
         if outcome.error_msg is None and outcome.run_secs:
-            seconds = sum(float(s) for s in outcome.run_secs) / len(outcome.run_secs)
-            db.save_baseline(task.dispatched[0], Baseline(task.task_name, seconds))
+            db.save_baseline(task.dispatched[0], Baseline(task.task_name, mean_seconds(outcome.run_secs)))
 
 
 def _device_type(target: tvm.target.Target) -> str:
@@ -265,15 +263,20 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
     return result
 
 
+def _winning_record(kernel: tvm.IRModule, db: TuningDatabase) -> tuple[ms.database.TuningRecord, float] | None:
+    """The kernel's best record and its seconds, if it beats the default schedule (or none was measured)."""
+    best, baseline = db.best(kernel), db.baseline(kernel)
+    if best is None or (baseline is not None and best[1] >= baseline.seconds):
+        return None
+    return best
+
+
 def summarise(task: ms.ExtractedTask, db: TuningDatabase) -> TaskSummary:
     kernel = task.dispatched[0]
-    baseline = db.baseline(kernel)
-    best = db.best(kernel)
+    baseline, winner = db.baseline(kernel), _winning_record(kernel, db)
     default_ms = baseline.seconds * 1e3 if baseline else None
-    best_ms = best[1] * 1e3 if best else None
-    uses = best is not None and (default_ms is None or best_ms < default_ms)
     return TaskSummary(task.task_name, int(task.weight), len(db.records(kernel)), default_ms,
-                       best_ms if uses else default_ms, uses)
+                       winner[1] * 1e3 if winner else default_ms, winner is not None)
 
 
 def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase
@@ -284,8 +287,9 @@ def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningD
     deterministic: the same database always yields the same kernels, and nothing is measured."""
     winners = ms.database.MemoryDatabase()
     for task in extract_tasks(mod, target):
-        if summarise(task, db).uses_record:
-            record, _ = db.best(task.dispatched[0])
+        winner = _winning_record(task.dispatched[0], db)
+        if winner is not None:
+            record = winner[0]
             workload = winners.commit_workload(task.dispatched[0])
             winners.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, record.run_secs,
                                                                   target, record.args_info))
