@@ -102,6 +102,13 @@ class _CPURule(dlight.ScheduleRule):
         raise NotImplementedError
 
 
+def _spatial_then_reduction(info: SBlockInfo) -> int:
+    """How many spatial loops lead a block whose remaining loops are all reductions (at least one); else 0."""
+    kinds = info.dom_kind()
+    n_spatial = len(kinds) - len(kinds.lstrip("S"))
+    return n_spatial if set(kinds[n_spatial:]) == {"R"} else 0
+
+
 def _split_conv_blocks(sch: s_tir.Schedule, infos: list[SBlockInfo], name: str):
     """(conv, producers, consumers) of a kernel with exactly one `name` block and only injective others."""
     conv = [b for b in infos if sch.get(b.block_rv).name_hint == name]
@@ -147,9 +154,8 @@ class Conv2dNCHW(_CPURule):
             return None
         conv_info, producers, consumers = found
         # normalize_prim_func drops unit loops: a batch of 1, and kh/kw of a 1x1 kernel.
-        kinds = conv_info.dom_kind()
-        n_spatial = len(kinds) - len(kinds.lstrip("S"))
-        if n_spatial not in (3, 4) or set(kinds[n_spatial:]) != {"R"}:
+        n_spatial = _spatial_then_reduction(conv_info)
+        if n_spatial not in (3, 4):
             return None
         block = conv_info.block_rv
         loops = sch.get_loops(block)
@@ -187,9 +193,8 @@ class Conv2dNCHWc(_CPURule):
         if found is None:
             return None
         conv_info, producers, consumers = found
-        kinds = conv_info.dom_kind()
-        n_spatial = len(kinds) - len(kinds.lstrip("S"))
-        if n_spatial < 3 or set(kinds[n_spatial:]) != {"R"}:
+        n_spatial = _spatial_then_reduction(conv_info)
+        if n_spatial < 3:
             return None
         block = conv_info.block_rv
         loops = sch.get_loops(block)
@@ -224,9 +229,8 @@ class Matmul(_CPURule):
                                                                                       "T_batch_matmul_NT"):
             return None
         info = reductions[0]
-        kinds = info.dom_kind()
-        n_spatial = len(kinds) - len(kinds.lstrip("S"))
-        if n_spatial < 1 or set(kinds[n_spatial:]) != {"R"}:
+        n_spatial = _spatial_then_reduction(info)
+        if n_spatial < 1:
             return None
         consumers = infos[infos.index(info) + 1:]
         for producer in infos[: infos.index(info)]:
@@ -266,9 +270,8 @@ class WindowReduction(_CPURule):
         if len(reductions) != 1:
             return None
         info = reductions[0]
-        kinds = info.dom_kind()
-        n_spatial = len(kinds) - len(kinds.lstrip("S"))
-        if n_spatial < 2 or set(kinds[n_spatial:]) != {"R"}:
+        n_spatial = _spatial_then_reduction(info)
+        if n_spatial < 2:
             return None
         block = info.block_rv
         loops = sch.get_loops(block)
