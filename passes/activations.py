@@ -13,6 +13,8 @@ import math
 import tvm
 from tvm import relax
 
+from .rewrite import rewrite_relax_functions
+
 
 def _scalar(value) -> float | None:
     """A clip bound (an immediate, possibly wrapped as a Relax value) as a Python float; None if unknown."""
@@ -51,10 +53,7 @@ class ElementwiseActivations:
     """Clip and LeakyReLU (0 <= alpha <= 1) as maximum/minimum/multiply with scalar constants."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = _Rewriter(mod).visit_expr(func)
-        return mod
+        return rewrite_relax_functions(mod, lambda module, _func: _Rewriter(module))
 
 
 _BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum")
@@ -89,7 +88,4 @@ class FullRankConstants:
     exported BatchNorm scale/shift are rank 3; each of them forced a transform to NCHW and back."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = _RankAligner(mod).visit_expr(func)
-        return mod
+        return rewrite_relax_functions(mod, lambda module, _func: _RankAligner(module))

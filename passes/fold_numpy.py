@@ -14,6 +14,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .rewrite import rewrite_relax_functions
+
 
 def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
     if isinstance(expr, relax.ShapeExpr) and all(isinstance(d, tvm.tirx.IntImm) for d in expr.values):
@@ -111,7 +113,5 @@ class NumpyFoldConstant:
     """Fold constant-only calls of the operators above; others are left for `FoldConstant`."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = _NumpyFolder(mod).visit_expr(func)
+        mod = rewrite_relax_functions(mod, lambda module, _func: _NumpyFolder(module))
         return relax.transform.DeadCodeElimination()(mod)  # the folded intermediates

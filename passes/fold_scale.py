@@ -16,6 +16,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from .rewrite import rewrite_relax_functions
+
 _CHAIN_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
@@ -61,7 +63,6 @@ class _ScaleFolder(relax.PyExprMutator):
         super().__init__(mod)
         self.uses = uses
         self.chains: dict[relax.Var, _Affine] = {}
-        self.folded = 0
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         folded = self._fold(binding)
@@ -106,7 +107,6 @@ class _ScaleFolder(relax.PyExprMutator):
             return None
         affine = _Affine(chain.producer, chain.weight, scale, shift)
         self.chains[binding.var] = affine
-        self.folded += 1
         return self._materialize(affine, out_rank, axis)
 
     def _materialize(self, affine: _Affine, out_rank: int, axis: int) -> relax.Expr:
@@ -140,11 +140,5 @@ class FoldScaleIntoWeights:
     """Module pass; run after `DecomposeOpsForInference` and `FoldConstant`, before layout conversion."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
-            folder = _ScaleFolder(mod, _use_counts(func))
-            new_func = folder.visit_expr(func)
-            if folder.folded:
-                mod[gvar] = new_func
-        return relax.transform.DeadCodeElimination()(mod)
+        mod = rewrite_relax_functions(mod, lambda module, func: _ScaleFolder(module, _use_counts(func)))
+        return relax.transform.DeadCodeElimination()(mod)  # the unfolded producers

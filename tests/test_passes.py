@@ -15,6 +15,7 @@ from edgetune.passes.activations import ElementwiseActivations, FullRankConstant
 from edgetune.passes.fold_numpy import NumpyFoldConstant
 from edgetune.passes.fold_scale import FoldScaleIntoWeights
 from edgetune.passes.layout import BlockedLayout
+from edgetune.passes.pipeline import module_census
 from edgetune.targets import get_target
 
 RNG = np.random.default_rng(0)
@@ -22,14 +23,7 @@ BLOCK = get_target("host").channel_block()
 
 
 def op_counts(mod: tvm.IRModule) -> Counter:
-    counts = Counter()
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            counts[expr.op.name] += 1
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return counts
+    return module_census(mod)[0]
 
 
 def _conv_then_affine(reuse_intermediate: bool = False) -> tvm.IRModule:
