@@ -23,8 +23,8 @@ from . import __version__
 from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, StagedFolder, check_destination, read_manifest,
                        verify_files)
 from .errors import UserError, ValidationError
-from .frontend import Signature, import_model, load_model
-from .passes import PassConfig, run_passes
+from .frontend import Signature, import_model, load_model, load_samples
+from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
 from .validate import ValidationReport, compare, reference_outputs
 
@@ -47,6 +47,12 @@ class CompileOptions:
     tune_time_budget_s: float | None = None  # or tune for this long
     tuning_db: str | Path | None = None  # apply (and, when tuning, extend) this database; default: user cache
     edgetune_passes: bool = True  # False: TVM's own passes only (to measure what edgetune's passes earn)
+    quantize: str | None = None  # "int8": post-training static quantization (needs `calibration`)
+    calibration: str | Path | None = None  # .npz of samples, or a folder of .npy/.npz samples
+    calibration_method: str = "percentile"  # minmax | percentile | entropy | mse
+    power_of_two: bool = False  # power-of-two scales: requantize by shifts only
+    max_accuracy_drop: float | None = None  # keep the most sensitive layers in float until the drop holds
+    min_sqnr_db: float = 15.0  # quantized builds validate by SQNR against onnxruntime's float outputs
 
 
 class CompiledModel:
@@ -138,10 +144,17 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     loaded = timed("load", lambda: load_model(model, opts.example_inputs, opts.input_names))
     imported = timed("import", lambda: import_model(loaded, opts.input_shapes))
     feed = None
-    if opts.validate:  # check user inputs before the long part of the work
-        feed = dict(opts.inputs) if opts.inputs is not None else imported.signature.random_feed(opts.seed)
+    if opts.validate and opts.inputs is not None:  # check user inputs before the long part of the work
+        feed = dict(opts.inputs)
         imported.signature.check_feed(feed)
-    passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
+    quantization = None
+    if opts.quantize is None:
+        passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
+    else:
+        passed, quantization, sample = timed("quantize", lambda: _quantize(imported, pass_config, opts, say))
+        feed = feed if feed is not None else dict(zip(imported.signature.input_names, sample))
+    if opts.validate and feed is None:
+        feed = imported.signature.random_feed(opts.seed)
     lowered, tuning = passed.mod, None
     if opts.tune_trials or opts.tune_time_budget_s is not None or opts.tuning_db is not None:
         lowered, tuning = _tune_and_apply(passed.mod, target, opts, timed, say)
@@ -168,6 +181,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     }
     if tuning is not None:
         metadata["tuning"] = tuning
+    if quantization is not None:
+        metadata["quantization"] = quantization.to_dict()
     compiled = CompiledModel(target, imported.signature, library, metadata, owner)
     if not opts.validate:
         compiled.validation = {"skipped": True}
@@ -175,12 +190,49 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     say("validate...")
     reference = reference_outputs(loaded.proto, feed)
     actual = compiled.run(feed)
+    inputs = ("user inputs" if opts.inputs is not None else "a held-out calibration sample" if quantization
+              else f"random (seed {opts.seed})")
     compiled.validation = compare(actual, reference, imported.signature.outputs, reference=_ort_name(),
-                                  inputs="user inputs" if opts.inputs is not None else f"random (seed {opts.seed})",
-                                  atol=opts.atol, rtol=opts.rtol)
+                                  inputs=inputs, atol=opts.atol, rtol=opts.rtol,
+                                  min_sqnr_db=opts.min_sqnr_db if quantization else None)
     if not compiled.validation.passed:
         raise ValidationError(f"validation {compiled.validation.summary()}", compiled)
     return compiled
+
+
+def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Progress):
+    """Calibrate on the host CPU and run the pipeline with the int8 plan: (PassResult, QuantReport, the
+    held-out sample used for validation)."""
+    from .passes.quantize import QuantizeConfig, quantize_plan
+
+    if opts.quantize != "int8":
+        raise UserError(f"--quantize {opts.quantize!r} is not supported; the only choice is int8")
+    if opts.calibration is None:
+        raise UserError("--quantize int8 needs --calibration DATA (a .npz of input samples, or a folder of "
+                        ".npy/.npz files)")
+    if pass_config.opt_level < 1:
+        raise UserError("--quantize int8 needs --opt-level 1 or higher (it quantizes after the folding passes)")
+    config = QuantizeConfig(method=opts.calibration_method, power_of_two=opts.power_of_two,
+                            max_accuracy_drop=opts.max_accuracy_drop)
+    samples = load_samples(opts.calibration, imported.signature)
+    float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
+    host = get_target("host")
+    host_config = PassConfig(pass_config.opt_level, host.channel_block(), pass_config.edgetune_passes)
+
+    def build_runner(mod):
+        rest = run_passes(mod, host_config, start_after=CALIBRATE_AFTER).mod
+        folder = tempfile.TemporaryDirectory(prefix="edgetune-calibrate-")
+        library = Path(folder.name) / LIBRARY
+        host.export(host.build(host.schedule(rest)[0]), library)
+        session = host.load(library)
+        return lambda arrays: (folder, host.run(session, arrays))[1]  # the folder lives as long as the runner
+
+    plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
+                                 len(imported.signature.outputs), samples.labels, say)
+    say(report.table())
+    pass_config = PassConfig(pass_config.opt_level, pass_config.channel_block, pass_config.edgetune_passes, plan)
+    rest = run_passes(float_part.mod, pass_config, start_after=CALIBRATE_AFTER)
+    return PassResult(rest.mod, float_part.records + rest.records), report, samples.samples[-1]
 
 
 def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tuple[Any, dict]:

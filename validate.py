@@ -29,6 +29,7 @@ class OutputCheck:
     rtol: float
     passed: bool
     problem: str = ""
+    sqnr_db: float | None = None  # checked instead of atol/rtol for quantized builds
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ValidationReport:
 
     def summary(self) -> str:
         parts = [f"{o.name}: max abs {o.max_abs_err:.3g}, max rel {o.max_rel_err:.3g}"
+                 + (f", SQNR {o.sqnr_db:.1f} dB" if o.sqnr_db is not None else "")
                  + ("" if o.passed else f" FAILED ({o.problem})") for o in self.outputs]
         return ("passed" if self.passed else "FAILED") + f" against {self.reference} [" + "; ".join(parts) + "]"
 
@@ -65,12 +67,27 @@ def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) ->
 
 
 def compare(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], specs: Sequence[TensorSpec],
-            reference: str, inputs: str, atol: float | None = None, rtol: float | None = None
-            ) -> ValidationReport:
+            reference: str, inputs: str, atol: float | None = None, rtol: float | None = None,
+            min_sqnr_db: float | None = None) -> ValidationReport:
+    """Each output against the reference: within atol/rtol, or (`min_sqnr_db`, for quantized builds) float
+    outputs with at least that signal-to-noise ratio."""
     report = ValidationReport(reference=reference, inputs=inputs)
     for spec, got, want in zip(specs, actual, expected):
-        report.outputs.append(_check_one(spec.name, np.asarray(got), np.asarray(want), atol, rtol))
+        check = _check_one(spec.name, np.asarray(got), np.asarray(want), atol, rtol)
+        if min_sqnr_db is not None and np.asarray(want).dtype.kind == "f" and check.max_abs_err != float("inf"):
+            check.sqnr_db = sqnr_db(np.asarray(want), np.asarray(got))
+            check.passed = check.sqnr_db >= min_sqnr_db
+            check.problem = "" if check.passed else f"SQNR {check.sqnr_db:.1f} dB < {min_sqnr_db:g} dB"
+        report.outputs.append(check)
     return report
+
+
+def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of `actual` against `reference`, in dB (inf when equal)."""
+    reference = np.asarray(reference, np.float64)
+    noise = float(np.sum((reference - np.asarray(actual, np.float64)) ** 2))
+    signal = float(np.sum(reference ** 2))
+    return float("inf") if noise == 0 else 10 * float(np.log10(max(signal, 1e-30) / noise))
 
 
 def _check_one(name: str, got: np.ndarray, want: np.ndarray, atol: float | None, rtol: float | None

@@ -3,18 +3,21 @@
 from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
 from .importer import ImportedModel, import_model
 from .loader import LoadedModel, export_torch, load_model
+from .samples import SampleSet, load_samples
 from .signature import Signature, TensorSpec, parse_input_shapes, resolve_input_specs
 
 __all__ = [
     "ImportedModel",
     "LoadedModel",
     "OpCoverage",
+    "SampleSet",
     "Signature",
     "TensorSpec",
     "check_supported",
     "export_torch",
     "import_model",
     "load_model",
+    "load_samples",
     "op_coverage",
     "parse_input_shapes",
     "resolve_input_specs",

@@ -1,6 +1,7 @@
 """Passes: Relax-to-Relax transformations run between import and build."""
 
-from .pipeline import DEFAULT_OPT_LEVEL, OPT_LEVELS, STAGES, PassConfig, PassRecord, PassResult, pipeline_stages, run_passes
+from .pipeline import (CALIBRATE_AFTER, DEFAULT_OPT_LEVEL, OPT_LEVELS, STAGES, PassConfig, PassRecord, PassResult,
+                       pipeline_stages, run_passes)
 
-__all__ = ["DEFAULT_OPT_LEVEL", "OPT_LEVELS", "STAGES", "PassConfig", "PassRecord", "PassResult",
+__all__ = ["CALIBRATE_AFTER", "DEFAULT_OPT_LEVEL", "OPT_LEVELS", "STAGES", "PassConfig", "PassRecord", "PassResult",
            "pipeline_stages", "run_passes"]

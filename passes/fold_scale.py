@@ -16,7 +16,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from .rewrite import rewrite_relax_functions
+from .rewrite import rewrite_relax_functions, use_counts
 
 _CHAIN_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
@@ -45,7 +45,7 @@ def _channel_axis(call: relax.Call) -> int | None:
     return None
 
 
-def _per_channel(const: tvm.ir.GenericConst, out_rank: int, axis: int, channels: int) -> np.ndarray | None:
+def per_channel(const: tvm.ir.GenericConst, out_rank: int, axis: int, channels: int) -> np.ndarray | None:
     """`const` as a vector over the channel axis, if it varies along no other axis of the output."""
     value = const.value.numpy()
     if value.ndim > out_rank:
@@ -91,7 +91,7 @@ class _ScaleFolder(relax.PyExprMutator):
             return None
         out_rank = len(value.ty.shape.values)
         axis = _channel_axis(chain.producer)
-        c = _per_channel(rhs, out_rank, axis, len(chain.scale))
+        c = per_channel(rhs, out_rank, axis, len(chain.scale))
         if c is None or not tvm_ffi.structural_equal(value.ty.shape, chain.producer.ty.shape):
             return None
         scale, shift = chain.scale.copy(), chain.shift.copy()
@@ -124,21 +124,10 @@ class _ScaleFolder(relax.PyExprMutator):
         return relax.op.add(call, relax.const(affine.shift.reshape(shape).astype(dtype)))
 
 
-def _use_counts(func: relax.Function) -> dict[relax.Var, int]:
-    counts: dict[relax.Var, int] = {}
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Var):
-            counts[expr] = counts.get(expr, 0) + 1
-
-    relax.analysis.post_order_visit(func.body, visit)
-    return counts
-
-
 @tvm.transform.module_pass(opt_level=0, name="FoldScaleIntoWeights")
 class FoldScaleIntoWeights:
     """Module pass; run after `DecomposeOpsForInference` and `FoldConstant`, before layout conversion."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        mod = rewrite_relax_functions(mod, lambda module, func: _ScaleFolder(module, _use_counts(func)))
+        mod = rewrite_relax_functions(mod, lambda module, func: _ScaleFolder(module, use_counts(func)))
         return relax.transform.DeadCodeElimination()(mod)  # the unfolded producers

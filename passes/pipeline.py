@@ -21,8 +21,11 @@ from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
 from .legalize import legalize_map
+from .quantize import QuantPlan, RealizeQuantization
 
 OPT_LEVELS = (0, 1, 2, 3)
+# The float module is calibrated after this stage; `RealizeQuantization` follows it.
+CALIBRATE_AFTER = "ElementwiseActivations"
 DEFAULT_OPT_LEVEL = 2
 
 
@@ -33,6 +36,8 @@ class PassConfig:
     channel_block: int = 0
     # False: TVM's own passes only (for measuring what edgetune's fusion passes earn).
     edgetune_passes: bool = True
+    # A calibrated int8 plan (`passes.quantize.quantize_plan`); None keeps the model in float.
+    quant_plan: QuantPlan | None = None
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
@@ -50,6 +55,10 @@ def _always(_config: PassConfig) -> bool:
 
 def _own(config: PassConfig) -> bool:
     return config.edgetune_passes
+
+
+def _quantized(config: PassConfig) -> bool:
+    return config.quant_plan is not None
 
 
 def _blocked(config: PassConfig) -> bool:
@@ -79,6 +88,8 @@ STAGES: tuple[Stage, ...] = (
           "BatchNorm / bias / scale chains into conv and matmul weights", _own),
     Stage("ElementwiseActivations", lambda c: ElementwiseActivations(), 1,
           "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it", _own),
+    Stage("RealizeQuantization", lambda c: RealizeQuantization(c.quant_plan), 1,
+          "calibrated conv2d/dense units as int8 kernels with integer requantize epilogues", _quantized),
     Stage("FullRankConstants", lambda c: FullRankConstants(), 2,
           "constant operands at full rank, so elementwise ops can follow a blocked layout", _blocked),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
@@ -145,14 +156,20 @@ def pipeline_stages(config: PassConfig) -> list[Stage]:
     return [stage for stage in STAGES if config.opt_level >= stage.min_level and stage.enabled(config)]
 
 
-def run_passes(mod: tvm.IRModule, config: PassConfig | None = None, stop_after: str | None = None) -> PassResult:
+def run_passes(mod: tvm.IRModule, config: PassConfig | None = None, stop_after: str | None = None,
+               start_after: str | None = None) -> PassResult:
     """Run the pipeline for `config.opt_level` and record each stage's name and time.
 
-    `stop_after` ends the run after the named stage (to look at an intermediate module)."""
+    `stop_after` ends the run after the named stage (to look at an intermediate module, or to calibrate
+    it); `start_after` resumes a module that such a run returned."""
     config = config or PassConfig()
     stages = pipeline_stages(config)
-    if stop_after is not None and stop_after not in {s.name for s in STAGES}:
-        raise ValueError(f"no pass stage named {stop_after!r}")
+    names = [s.name for s in STAGES]
+    for name in (stop_after, start_after):
+        if name is not None and name not in names:
+            raise ValueError(f"no pass stage named {name!r}")
+    if start_after is not None:
+        stages = [s for s in stages if names.index(s.name) > names.index(start_after)]
     result = PassResult(mod)
     calls, kernels = module_census(mod)
     with tvm.transform.PassContext(opt_level=3):

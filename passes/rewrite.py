@@ -1,4 +1,5 @@
-"""Running a Relax expression mutator over every Relax function of a module (the body of edgetune's passes)."""
+"""Running a Relax expression mutator over every Relax function of a module (the body of edgetune's passes),
+and the use counts the rewrites check before folding an intermediate away."""
 
 from __future__ import annotations
 
@@ -16,3 +17,15 @@ def rewrite_relax_functions(mod: tvm.IRModule,
         if isinstance(func, relax.Function):
             mod[gvar] = make_mutator(mod, func).visit_expr(func)
     return mod
+
+
+def use_counts(func: relax.Function) -> dict[relax.Var, int]:
+    """How often each variable is referenced in `func`'s body (the return value included)."""
+    counts: dict[relax.Var, int] = {}
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Var):
+            counts[expr] = counts.get(expr, 0) + 1
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return counts

@@ -1,0 +1,120 @@
+"""Quantizable units: a conv2d or dense with constant weights and the epilogue that stays integer-friendly.
+
+A unit is `conv2d(x, W)` (ungrouped, NCHW/OIHW, input channels a multiple of 4 for the 4-byte dot
+products) or `matmul(x, W)` with a 2-D constant W, followed by an optional per-channel bias add and ReLU /
+max / min clamps with scalar bounds, each intermediate used once. After `FoldScaleIntoWeights` and
+`ElementwiseActivations` this covers conv + BatchNorm + ReLU/ReLU6 and dense + bias + ReLU. The unit is the
+granularity of quantization: one input tensor, one weight, one output tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..fold_scale import per_channel
+from ..rewrite import use_counts
+
+
+@dataclass
+class Unit:
+    index: int
+    kind: str  # "conv2d" or "dense"
+    call: relax.Call  # the float conv2d / matmul
+    input: relax.Expr  # the activation it reads
+    weight: np.ndarray
+    bias: np.ndarray | None
+    lo: float  # clamp applied by the epilogue (-inf / inf: none)
+    hi: float
+    chain: list[relax.Var]  # bound variables from the producer to the output, in order
+
+    @property
+    def output(self) -> relax.Var:
+        return self.chain[-1]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.index}"
+
+    @property
+    def channel_axis(self) -> int:
+        return 0 if self.kind == "conv2d" else 1
+
+    def describe(self) -> str:
+        return f"{self.name} {'x'.join(map(str, self.weight.shape))}"
+
+
+def _const_scalar(expr: relax.Expr | None) -> float | None:
+    if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:
+        return float(expr.value.numpy().reshape(()))
+    return None
+
+
+def _producer_kind(call: relax.Expr) -> str | None:
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or len(call.args) != 2:
+        return None
+    if not isinstance(call.args[1], tvm.ir.GenericConst) or call.ty.dtype != "float32":
+        return None
+    weight_shape = call.args[1].value.shape
+    if call.op.name == "relax.nn.conv2d":
+        attrs = call.attrs
+        if (attrs.groups == 1 and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
+                and attrs.out_layout == "NCHW" and weight_shape[1] % 4 == 0):
+            return "conv2d"
+    if call.op.name == "relax.matmul" and len(weight_shape) == 2 and weight_shape[0] % 4 == 0:
+        return "dense"
+    return None
+
+
+def find_units(func: relax.Function) -> list[Unit]:
+    """The quantizable units of `func`, in binding order."""
+    uses = use_counts(func)
+    values: dict[relax.Var, relax.Expr] = {}
+    consumers: dict[relax.Var, tuple[relax.Var, relax.Call]] = {}
+    order: list[relax.Var] = []
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding):
+                values[binding.var] = binding.value
+                order.append(binding.var)
+                if isinstance(binding.value, relax.Call):
+                    for arg in binding.value.args:
+                        if isinstance(arg, relax.Var):
+                            consumers.setdefault(arg, (binding.var, binding.value))
+    units: list[Unit] = []
+    for var in order:
+        kind = _producer_kind(values[var])
+        if kind is None:
+            continue
+        call = values[var]
+        weight = call.args[1].value.numpy()
+        channels = weight.shape[0] if kind == "conv2d" else weight.shape[1]
+        out_rank = len(call.ty.shape.values)
+        bias, lo, hi, chain = None, -math.inf, math.inf, [var]
+        while uses.get(chain[-1], 0) == 1 and chain[-1] in consumers:
+            next_var, next_call = consumers[chain[-1]]
+            if not isinstance(next_call.op, tvm.ir.Op):
+                break
+            op = next_call.op.name
+            others = [arg for arg in next_call.args if not arg.same_as(chain[-1])]
+            other = others[0] if len(others) == 1 else None
+            if op == "relax.add" and bias is None and lo == -math.inf and hi == math.inf:
+                vector = per_channel(other, out_rank, 1 if kind == "conv2d" else -1, channels) \
+                    if isinstance(other, tvm.ir.GenericConst) else None
+                if vector is None:
+                    break
+                bias = vector
+            elif op == "relax.nn.relu" and not others:
+                lo = max(lo, 0.0)
+            elif op in ("relax.maximum", "relax.minimum") and _const_scalar(other) is not None:
+                bound = _const_scalar(other)
+                lo, hi = (max(lo, bound), hi) if op == "relax.maximum" else (lo, min(hi, bound))
+            else:
+                break
+            chain.append(next_var)
+        units.append(Unit(len(units), kind, call, call.args[0], weight, bias, lo, hi, chain))
+    return units
