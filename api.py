@@ -213,7 +213,7 @@ def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Prog
     if pass_config.opt_level < 1:
         raise UserError("--quantize int8 needs --opt-level 1 or higher (it quantizes after the folding passes)")
     config = QuantizeConfig(method=opts.calibration_method, power_of_two=opts.power_of_two,
-                            max_accuracy_drop=opts.max_accuracy_drop)
+                            max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block)
     samples = load_samples(opts.calibration, imported.signature)
     float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
     host = get_target("host")

@@ -2,7 +2,8 @@
 
 TVM 0.27 refuses conv2d in a blocked layout (NCHW[x]c), which the blocked-layout pass produces; edgetune
 lowers it to a TE compute whose reduction is split into channel chunk x channel block so that the schedule
-sees plain, affine loops (no division or modulo in the indices).
+sees plain, affine loops (no division or modulo in the indices). Integer (8-bit) blocked convolutions get
+their kernel repacked for 4-byte dot-product instructions (folded at compile time, the kernel is constant).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ _BLOCKED_DATA = re.compile(r"NCHW(\d+)c$")
 _BLOCKED_KERNEL = re.compile(r"OIHW(\d+)i(\d+)o$")
 
 
-def conv2d_nchwc(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str) -> te.Tensor:
-    """`out[n, oc, y, x, ob] = sum(data[n, ic, y*s+kh*d, x*s+kw*d, ib] * kernel[oc, ic, kh, kw, ib, ob])`."""
-    batch, in_chunks, in_h, in_w, in_block = (int(d) for d in data.shape)
-    out_chunks, _, k_h, k_w, _, out_block = (int(d) for d in kernel.shape)
+def _window(data: te.Tensor, k_h: int, k_w: int, strides, padding, dilation):
+    """Zero-padded blocked input, output size, strides and dilations of a 2-D sliding window."""
+    _, _, in_h, in_w, _ = (int(d) for d in data.shape)
     stride_h, stride_w = (int(s) for s in strides)
     dil_h, dil_w = (int(d) for d in dilation)
     pad_top, pad_left, pad_bottom, pad_right = (int(p) for p in padding)
@@ -28,6 +28,14 @@ def conv2d_nchwc(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation,
     out_w = (in_w + pad_left + pad_right - (k_w - 1) * dil_w - 1) // stride_w + 1
     if pad_top or pad_left or pad_bottom or pad_right:
         data = topi.nn.pad(data, (0, 0, pad_top, pad_left, 0), (0, 0, pad_bottom, pad_right, 0), name="data_pad")
+    return data, (out_h, out_w), (stride_h, stride_w), (dil_h, dil_w)
+
+
+def conv2d_nchwc(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str) -> te.Tensor:
+    """`out[n, oc, y, x, ob] = sum(data[n, ic, y*s+kh*d, x*s+kw*d, ib] * kernel[oc, ic, kh, kw, ib, ob])`."""
+    batch, in_chunks, _, _, in_block = (int(d) for d in data.shape)
+    out_chunks, _, k_h, k_w, _, out_block = (int(d) for d in kernel.shape)
+    data, (out_h, out_w), (stride_h, stride_w), (dil_h, dil_w) = _window(data, k_h, k_w, strides, padding, dilation)
     ic = te.reduce_axis((0, in_chunks), "ic")
     kh = te.reduce_axis((0, k_h), "kh")
     kw = te.reduce_axis((0, k_w), "kw")
@@ -43,6 +51,44 @@ def conv2d_nchwc(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation,
     )
 
 
+# Integer convolutions reduce in groups of this many input channels: one 4-byte dot product per output lane
+# (x86 VNNI `vpdpbusd`, AVX2 `vpmaddubsw` + `vpmaddwd`, ARM `sdot`).
+DOT_GROUP = 4
+
+
+def pack_int8_kernel(kernel: te.Tensor) -> te.Tensor:
+    """OIHW[x]i[y]o -> OIHW[x/4]i[y]o4i: each output lane's 4 consecutive input channels adjacent, so one
+    vector of the packed kernel feeds one dot-product instruction for a whole output block."""
+    out_chunks, in_chunks, k_h, k_w, in_block, out_block = (int(d) for d in kernel.shape)
+    return te.compute(
+        (out_chunks, in_chunks, k_h, k_w, in_block // DOT_GROUP, out_block, DOT_GROUP),
+        lambda oc, ic, kh, kw, ig, ob, ii: kernel[oc, ic, kh, kw, ig * DOT_GROUP + ii, ob],
+        name="kernel_dot_packed",
+    )
+
+
+def conv2d_nchwc_int8(data: te.Tensor, packed: te.Tensor, strides, padding, dilation) -> te.Tensor:
+    """`conv2d_nchwc` on 8-bit data and a `pack_int8_kernel` kernel, accumulating in int32; the innermost
+    reduction is the 4-channel dot group."""
+    batch, in_chunks, _, _, _ = (int(d) for d in data.shape)
+    out_chunks, _, k_h, k_w, groups, out_block, _ = (int(d) for d in packed.shape)
+    data, (out_h, out_w), (stride_h, stride_w), (dil_h, dil_w) = _window(data, k_h, k_w, strides, padding, dilation)
+    ic = te.reduce_axis((0, in_chunks), "ic")
+    kh = te.reduce_axis((0, k_h), "kh")
+    kw = te.reduce_axis((0, k_w), "kw")
+    ig = te.reduce_axis((0, groups), "ig")
+    ii = te.reduce_axis((0, DOT_GROUP), "ii")
+    return te.compute(
+        (batch, out_chunks, out_h, out_w, out_block),
+        lambda n, oc, y, x, ob: te.sum(
+            data[n, ic, y * stride_h + kh * dil_h, x * stride_w + kw * dil_w, ig * DOT_GROUP + ii].astype("int32")
+            * packed[oc, ic, kh, kw, ig, ob, ii].astype("int32"),
+            axis=[ic, kh, kw, ig, ii],
+        ),
+        name="conv2d_nchwc_int8",
+    )
+
+
 def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     attrs = call.attrs
     data_match = _BLOCKED_DATA.match(attrs.data_layout)
@@ -52,6 +98,11 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
             and data_match.group(1) == kernel_match.group(1) and out_match.group(1) == kernel_match.group(2)):
         return _stock_conv2d(bb, call)
     out_dtype = attrs.out_dtype or call.args[0].ty.dtype
+    data, kernel = call.args
+    if data.ty.dtype in ("uint8", "int8") and out_dtype == "int32" and int(data_match.group(1)) % DOT_GROUP == 0:
+        packed = bb.emit_te(pack_int8_kernel, kernel, primfunc_name_hint="pack_int8_kernel")  # constant-folded
+        return bb.call_te(conv2d_nchwc_int8, data, packed, attrs.strides, attrs.padding, attrs.dilation,
+                          primfunc_name_hint="conv2d_nchwc_int8")
     return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
                       out_dtype, primfunc_name_hint="conv2d_nchwc")
 

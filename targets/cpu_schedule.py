@@ -18,6 +18,8 @@ from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
+from .dot_intrinsics import uint8_dot_intrinsic
+
 
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     """Elements of `dtype_bits` per SIMD register on `target` (at least 4)."""
@@ -119,9 +121,10 @@ def _split_conv_blocks(sch: s_tir.Schedule, infos: list[SBlockInfo], name: str):
 
 
 def _tile_in_registers(sch: s_tir.Schedule, block, tile_loop, consumers: list[SBlockInfo], first_reduction,
-                       vector_loops: list) -> None:
+                       vector_loops: list, tensorize: tuple | None = None) -> None:
     """Accumulate the loops under `tile_loop` in a local (register) tile, run the fused epilogue on the tile
-    as soon as its reduction ends, and vectorise the tile's innermost loops."""
+    as soon as its reduction ends, and vectorise the tile's innermost loops (or map the update's
+    `tensorize = (loop, intrinsic)` onto a tensor intrinsic)."""
     for info in consumers[:-1]:
         sch.compute_inline(info.block_rv)
     accum = sch.cache_write(block, 0, "local")
@@ -133,6 +136,8 @@ def _tile_in_registers(sch: s_tir.Schedule, block, tile_loop, consumers: list[SB
         sch.vectorize(loop)
     init = sch.decompose_reduction(block, first_reduction)
     sch.vectorize(sch.get_loops(init)[-1])
+    if tensorize is not None:
+        sch.tensorize(*tensorize)
 
 
 class Conv2dNCHW(_CPURule):
@@ -208,6 +213,48 @@ class Conv2dNCHWc(_CPURule):
         self.parallel(sch, outer)
         sch.unroll(ow_i)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block])
+        self.schedule_padding(sch, producers)
+        return sch
+
+
+class Conv2dNCHWcInt8(_CPURule):
+    """8-bit conv2d in the blocked layout (`passes.legalize.conv2d_nchwc_int8`), accumulating in int32.
+
+    The loop nest of `Conv2dNCHWc`, with the output block x 4-channel dot group as the innermost pair: one
+    `vpdpbusd` per (output pixel, input channel group) where the CPU has VNNI (16 lanes += 4 uint8 x 16 x 4
+    int8), broadcasting the pixel's 4 input bytes against 64 contiguous kernel bytes. Without a dot
+    instruction the pair is plain vector code (correct, not fast). The requantize epilogue runs per tile.
+    """
+
+    def __init__(self, lanes: int, intrinsic: str | None, max_ow_tile: int = 14):
+        super().__init__(lanes)
+        self.intrinsic = intrinsic
+        self.max_ow_tile = max_ow_tile
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        found = _split_conv_blocks(sch, infos, "conv2d_nchwc_int8")
+        if found is None:
+            return None
+        conv_info, producers, consumers = found
+        n_spatial = _spatial_then_reduction(conv_info)
+        if n_spatial < 3:
+            return None
+        block = conv_info.block_rv
+        loops = sch.get_loops(block)
+        *outer, ow, oc_block = loops[:n_spatial]
+        *reduction, dot = loops[n_spatial:]
+        ow_ext = _extent(sch, ow)
+        if ow_ext is None or _extent(sch, dot) != 4 or not reduction:
+            return None
+        ow_o, ow_i = sch.split(ow, [None, _largest_divisor(ow_ext, self.max_ow_tile)])
+        sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block, dot)
+        self.parallel(sch, outer)
+        sch.unroll(ow_i)
+        use_dot = self.intrinsic is not None and _extent(sch, oc_block) == 16
+        if not use_dot:
+            sch.unroll(dot)
+        _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [] if use_dot else [oc_block],
+                           (oc_block, self.intrinsic) if use_dot else None)
         self.schedule_padding(sch, producers)
         return sch
 
@@ -338,7 +385,7 @@ class ParallelVectorize(_CPURule):
 def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
-    return [Conv2dNCHWc(lanes), Conv2dNCHW(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
+    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, uint8_dot_intrinsic(target)), Conv2dNCHW(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
             ParallelVectorize(lanes)]
 
 

@@ -37,6 +37,7 @@ class QuantizeConfig:
     percentile: float = 99.99
     max_accuracy_drop: float | None = None  # in points of top-1 (or of top-1 agreement with the float model)
     holdout_fraction: float = 0.2
+    channel_block: int = 0  # the target's blocked layout (`PassConfig.channel_block`)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -137,13 +138,13 @@ def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], co
     `build_runner(module)` compiles a module at this point of the pipeline and returns a function running
     one sample; `n_outputs` is the model's output count."""
     say = progress or (lambda _m: None)
-    units = find_units(mod["main"])
+    units = find_units(mod["main"], config.channel_block)
     calib, holdout, held_labels = _split(samples, labels, config.holdout_fraction)
     report = QuantReport(config.method, config.scheme, len(calib), len(holdout),
                          "top-1 accuracy" if held_labels is not None else "top-1 agreement with float",
                          None, None, None, None)
     if not units:
-        return QuantPlan({}), report
+        return QuantPlan({}, config.power_of_two, config.channel_block), report
     observed = _Observed(units)
     instrumented = with_extra_outputs(mod, observed.tensors())
     say("calibrate: building the instrumented float model...")
@@ -158,7 +159,7 @@ def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], co
     ranges = [observer.range(config.method, config.percentile) for observer in observers]
     plan = QuantPlan({u.index: activation_quant(*ranges[observed.input_slot[u.index]], config.scheme,
                                                 config.power_of_two) for u in units},
-                     power_of_two=config.power_of_two)
+                     config.power_of_two, config.channel_block)
     while True:
         say(f"calibrate: checking the int8 model ({len(units) - len(plan.float_units)} of {len(units)} layers)...")
         run_quant = build_runner(RealizeQuantization(plan)(instrumented))

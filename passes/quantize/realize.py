@@ -31,6 +31,7 @@ class QuantPlan:
 
     inputs: dict[int, TensorQuant]
     power_of_two: bool = False
+    channel_block: int = 0  # the blocked layout's, which decides the units (see `find_units`)
     float_units: set[int] = field(default_factory=set)
 
 
@@ -46,7 +47,7 @@ class _Realizer(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function, plan: QuantPlan):
         super().__init__(mod)
         self.plan = plan
-        units = [u for u in find_units(func) if u.index not in plan.float_units and u.index in plan.inputs]
+        units = [u for u in find_units(func, plan.channel_block) if u.index not in plan.float_units and u.index in plan.inputs]
         uses = use_counts(func)
         self.by_output = {u.output: u for u in units}
         self.folded = {var for u in units for var in u.chain[:-1]}
@@ -98,7 +99,13 @@ class _Realizer(relax.PyExprMutator):
         w_q, w_scale = weight_quant(unit.weight, unit.channel_axis, self.plan.power_of_two)
         if unit.kind == "conv2d":
             a = unit.call.attrs
-            acc = relax.op.nn.conv2d(x_q, relax.const(w_q), a.strides, a.padding, a.dilation, 1, "NCHW", "OIHW",
+            padding = [int(p) for p in a.padding]
+            if x_quant.zero_point and any(padding):  # real zero is the zero point: pad with it explicitly
+                top, left, bottom, right = padding
+                x_q = relax.op.nn.pad(x_q, [0, 0, 0, 0, top, bottom, left, right], "constant",
+                                      float(x_quant.zero_point))
+                padding = [0, 0, 0, 0]
+            acc = relax.op.nn.conv2d(x_q, relax.const(w_q), a.strides, padding, a.dilation, 1, "NCHW", "OIHW",
                                      "NCHW", "int32")
             weight_sums = w_q.astype(np.int64).sum(axis=(1, 2, 3))
         else:
@@ -135,9 +142,9 @@ class _Realizer(relax.PyExprMutator):
         qhi = out.qmax if math.isinf(unit.hi) else min(out.qmax, out.level(unit.hi))
         t = relax.op.astype(acc, "int64")
         if np.any(multiplier != 1):
-            t = relax.op.multiply(t, relax.const(multiplier.reshape(shape)))
-        t = relax.op.right_shift(relax.op.add(t, relax.const((np.int64(1) << (shift - 1)).reshape(shape))),
-                                 relax.const(shift.reshape(shape)))
+            t = relax.op.multiply(t, relax.const(multiplier.reshape(shape), "int64"))
+        t = relax.op.right_shift(relax.op.add(t, relax.const((np.int64(1) << (shift - 1)).reshape(shape), "int64")),
+                                 relax.const(shift.reshape(shape), "int64"))
         t = relax.op.add(t, relax.const(out.zero_point, "int64"))
         t = relax.op.minimum(relax.op.maximum(t, relax.const(qlo, "int64")), relax.const(qhi, "int64"))
         return relax.op.astype(t, out.dtype)

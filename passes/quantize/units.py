@@ -54,7 +54,7 @@ def _const_scalar(expr: relax.Expr | None) -> float | None:
     return None
 
 
-def _producer_kind(call: relax.Expr) -> str | None:
+def _producer_kind(call: relax.Expr, channel_block: int) -> str | None:
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or len(call.args) != 2:
         return None
     if not isinstance(call.args[1], tvm.ir.GenericConst) or call.ty.dtype != "float32":
@@ -62,16 +62,20 @@ def _producer_kind(call: relax.Expr) -> str | None:
     weight_shape = call.args[1].value.shape
     if call.op.name == "relax.nn.conv2d":
         attrs = call.attrs
+        out_channels, in_channels = int(weight_shape[0]), int(weight_shape[1])
+        blockable = channel_block <= 1 or (out_channels % channel_block == 0 and (
+            in_channels % channel_block == 0 or in_channels < channel_block))
         if (attrs.groups == 1 and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
-                and attrs.out_layout == "NCHW" and weight_shape[1] % 4 == 0):
+                and attrs.out_layout == "NCHW" and in_channels % 4 == 0 and blockable):
             return "conv2d"
     if call.op.name == "relax.matmul" and len(weight_shape) == 2 and weight_shape[0] % 4 == 0:
         return "dense"
     return None
 
 
-def find_units(func: relax.Function) -> list[Unit]:
-    """The quantizable units of `func`, in binding order."""
+def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
+    """The quantizable units of `func`, in binding order. With a `channel_block` (the blocked layout's),
+    only convolutions that layout takes: the integer kernels are fast only there."""
     uses = use_counts(func)
     values: dict[relax.Var, relax.Expr] = {}
     consumers: dict[relax.Var, tuple[relax.Var, relax.Call]] = {}
@@ -87,7 +91,7 @@ def find_units(func: relax.Function) -> list[Unit]:
                             consumers.setdefault(arg, (binding.var, binding.value))
     units: list[Unit] = []
     for var in order:
-        kind = _producer_kind(values[var])
+        kind = _producer_kind(values[var], channel_block)
         if kind is None:
             continue
         call = values[var]
