@@ -229,7 +229,6 @@ def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Prog
 
     plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
                                  len(imported.signature.outputs), samples.labels, say)
-    say(report.table())
     pass_config = PassConfig(pass_config.opt_level, pass_config.channel_block, pass_config.edgetune_passes, plan)
     rest = run_passes(float_part.mod, pass_config, start_after=CALIBRATE_AFTER)
     return PassResult(rest.mod, float_part.records + rest.records), report, samples.samples[-1]

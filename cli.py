@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-budget", help="tune for at most this long (e.g. 30m, 90s)")
     c.add_argument("--db", help="tuning database folder: applied when given, extended when tuning "
                                 "(default: ~/.cache/edgetune/tuning)")
+    c.add_argument("--quantize", choices=["int8"], help="post-training static quantization (needs --calibration)")
+    c.add_argument("--calibration", metavar="DATA",
+                   help="calibration samples: a .npz (N x input shape per input, optional 'labels') or a folder "
+                        "of .npy/.npz samples")
+    c.add_argument("--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy", "mse"],
+                   help="how activation ranges are chosen (default percentile 99.99)")
+    c.add_argument("--power-of-two", action="store_true", help="power-of-two scales: requantize by shifts only")
+    c.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                   help="keep the most sensitive layers in float until top-1 drops at most this much on the "
+                        "held-out 20%% of the calibration samples")
 
     t = sub.add_parser("tune", help="tune a model's kernels into the tuning database (no library is written)")
     t.add_argument("model", help="an .onnx file")
@@ -129,7 +139,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
                    validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
-                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db)
+                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, quantize=args.quantize,
+                   calibration=args.calibration, calibration_method=args.calibration_method,
+                   power_of_two=args.power_of_two, max_accuracy_drop=args.max_accuracy_drop)
+    if args.calibration and not args.quantize:
+        raise UserError("--calibration is only used with --quantize int8; add --quantize int8")
     if args.tune < 0:
         raise UserError(f"--tune {args.tune} must be a positive number of trials")
     if args.inputs:
@@ -150,6 +164,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(f"compiled {args.model} for {model.target.name} -> {outdir}")
     if hasattr(validation, "summary"):
         print(f"validation {validation.summary()}")
+    if "quantization" in model.metadata:
+        from .passes.quantize import QuantReport
+
+        print(QuantReport.from_dict(model.metadata["quantization"]).table())
     print(report.format_table())
     return 0
 

@@ -113,13 +113,16 @@ class RangeObserver:
         weights = self.hist / self.hist.sum()
         used = weights > 0
         x, w = centers[used], weights[used]
-        best, best_err = 1.0, np.inf
-        for fraction in np.linspace(0.05, 1.0, 96):
-            lo, hi = self.min * fraction, self.max * fraction
-            scale = max(hi - min(lo, 0.0), 1e-12) / (levels - 1)
-            zero = np.round(-min(lo, 0.0) / scale)
+
+        def error(lo: float, hi: float) -> float:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+            scale = max(hi - lo, 1e-12) / (levels - 1)
+            zero = np.round(-lo / scale)
             q = np.clip(np.round(x / scale) + zero, 0, levels - 1)
-            err = float(np.sum(w * ((q - zero) * scale - x) ** 2))
-            if err < best_err:
-                best, best_err = fraction, err
-        return self.min * best, self.max * best
+            return float(np.sum(w * ((q - zero) * scale - x) ** 2))
+
+        fractions = np.linspace(0.05, 1.0, 96)
+        # one end at a time (the ends of a skewed tensor want different clipping), the upper end first
+        hi = self.max * min(fractions, key=lambda f: error(self.min, self.max * f))
+        lo = self.min * min(fractions, key=lambda f: error(self.min * f, hi))
+        return lo, hi

@@ -75,11 +75,18 @@ class QuantReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantReport":
+        return cls(**{**data, "layers": [LayerReport(**layer) for layer in data["layers"]]})
+
     def table(self) -> str:
-        lines = [f"int8 ({self.method}, {self.scheme} activations): {sum(l.quantized for l in self.layers)} of "
-                 f"{len(self.layers)} layers quantized; output SQNR {_db(self.output_sqnr_db)}; "
-                 f"{self.accuracy_measure}: {_pct(self.float_accuracy)} float -> {_pct(self.quantized_accuracy)} "
-                 f"int8 (drop {self.accuracy_drop:.2f} points)" if self.accuracy_drop is not None else ""]
+        head = (f"int8 ({self.method}, {self.scheme} activations): {sum(l.quantized for l in self.layers)} of "
+                f"{len(self.layers)} layers quantized; output SQNR {_db(self.output_sqnr_db)}")
+        if self.accuracy_drop is not None:
+            head += (f"; {self.accuracy_measure} on {self.holdout_samples} held-out samples: "
+                     f"{_pct(self.float_accuracy)} float -> {_pct(self.quantized_accuracy)} int8 "
+                     f"(drop {self.accuracy_drop:.2f} points)")
+        lines = [head]
         for layer in self.layers:
             lines.append(f"  {layer.name:<12} {'x'.join(map(str, layer.weight_shape)):<14} "
                          f"{'int8 ' if layer.quantized else 'float'} SQNR {_db(layer.sqnr_db)}")

@@ -97,6 +97,18 @@ class _Realizer(relax.PyExprMutator):
         rank = len(unit.call.ty.shape.values)
         shape = _channel_shape(unit, rank)
         w_q, w_scale = weight_quant(unit.weight, unit.channel_axis, self.plan.power_of_two)
+        bias = unit.bias
+        channels = w_q.shape[0] if unit.kind == "conv2d" else w_q.shape[1]
+        block = self.plan.channel_block
+        extra = (-channels) % block if unit.kind == "conv2d" and block > 1 else 0
+        if extra:  # output channels padded to whole blocks (zero weights), sliced off after the epilogue
+            w_q = np.pad(w_q, [(0, extra), (0, 0), (0, 0), (0, 0)])
+            w_scale = np.pad(w_scale, (0, extra), constant_values=1.0)
+            bias = None if bias is None else np.pad(bias, (0, extra))
+
+        def trim(expr: relax.Expr) -> relax.Expr:
+            return relax.op.strided_slice(expr, [1], [0], [channels]) if extra else expr
+
         if unit.kind == "conv2d":
             a = unit.call.attrs
             padding = [int(p) for p in a.padding]
@@ -113,14 +125,14 @@ class _Realizer(relax.PyExprMutator):
             weight_sums = w_q.astype(np.int64).sum(axis=0)
         real_scale = x_quant.scale * w_scale
         offset = -x_quant.zero_point * weight_sums
-        if unit.bias is not None:
-            offset = offset + np.round(unit.bias / real_scale).astype(np.int64)
+        if bias is not None:
+            offset = offset + np.round(bias / real_scale).astype(np.int64)
         if np.any(offset):
             acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(shape)))
         out_quant = self.int_output.get(unit.output)
         if out_quant is not None and np.all(real_scale / out_quant.scale < 0.5):
             acc = self.builder_.emit(acc, "accumulator")
-            y_q = self.builder_.emit(self._requantize(acc, real_scale, out_quant, unit, shape), "requantized")
+            y_q = self.builder_.emit(trim(self._requantize(acc, real_scale, out_quant, unit, shape)), "requantized")
             self.quantized[unit.output] = y_q
             if not self.float_readers[unit.output]:
                 return None
@@ -133,7 +145,7 @@ class _Realizer(relax.PyExprMutator):
             y = relax.op.maximum(y, relax.const(unit.lo, "float32"))
         if not math.isinf(unit.hi):
             y = relax.op.minimum(y, relax.const(unit.hi, "float32"))
-        return y
+        return trim(y)
 
     def _requantize(self, acc: relax.Expr, real_scale: np.ndarray, out: TensorQuant, unit: Unit,
                     shape: list[int]) -> relax.Expr:

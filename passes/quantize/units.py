@@ -62,9 +62,9 @@ def _producer_kind(call: relax.Expr, channel_block: int) -> str | None:
     weight_shape = call.args[1].value.shape
     if call.op.name == "relax.nn.conv2d":
         attrs = call.attrs
-        out_channels, in_channels = int(weight_shape[0]), int(weight_shape[1])
-        blockable = channel_block <= 1 or (out_channels % channel_block == 0 and (
-            in_channels % channel_block == 0 or in_channels < channel_block))
+        in_channels = int(weight_shape[1])
+        # output channels may be padded to whole blocks (realize does), input channels must fit the layout
+        blockable = channel_block <= 1 or in_channels % channel_block == 0 or in_channels < channel_block
         if (attrs.groups == 1 and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
                 and attrs.out_layout == "NCHW" and in_channels % 4 == 0 and blockable):
             return "conv2d"
