@@ -47,23 +47,31 @@ class Counters:
 
 
 class DRAM:
-    """Host-visible memory: a growing byte array with a bump allocator aligned to pages (as the runtime does)."""
+    """Host-visible memory: a byte array with a bump allocator aligned to pages (as the runtime does).
+
+    Allocation only reserves addresses, so a compiler can plan a layout without touching memory; the bytes are
+    materialised on first write.
+    """
 
     PAGE = 4096
 
-    def __init__(self, capacity: int = 1 << 20):
-        self.data = np.zeros(capacity, dtype=np.uint8)
+    def __init__(self):
         self.used = 0
+        self._data = np.zeros(0, dtype=np.uint8)
 
     def alloc(self, nbytes: int) -> int:
         """Byte address of a fresh, zeroed, page-aligned region."""
         address = -(-self.used // self.PAGE) * self.PAGE
         self.used = address + nbytes
-        if self.used > self.data.size:
-            grown = np.zeros(max(self.used, 2 * self.data.size), dtype=np.uint8)
-            grown[:self.data.size] = self.data
-            self.data = grown
         return address
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data.size < self.used:
+            grown = np.zeros(-(-self.used // self.PAGE) * self.PAGE, dtype=np.uint8)
+            grown[:self._data.size] = self._data
+            self._data = grown
+        return self._data
 
     def write(self, address: int, array: np.ndarray) -> None:
         raw = np.ascontiguousarray(array).view(np.uint8).ravel()
@@ -173,9 +181,9 @@ class Simulator:
         elem = int(np.prod(elem_shape)) * np.dtype(dtype).itemsize
         index = insn.dram_base + np.arange(insn.y_size)[:, None] * insn.x_stride + np.arange(insn.x_size)
         start, stop = index.min() * elem, (index.max() + 1) * elem
-        if stop > self.dram.data.size:
+        if stop > self.dram.used:
             raise ValueError(f"{insn.opcode.name} {insn.memory_type.name} reaches DRAM byte {stop}, beyond the "
-                             f"{self.dram.data.size} allocated")
+                             f"{self.dram.used} allocated")
         window = self.dram.data[start:stop].view(dtype).reshape((-1,) + tuple(elem_shape))
         return window[index - index.min()]
 
@@ -191,7 +199,7 @@ class Simulator:
         out = self.acc[insn.sram_base:insn.sram_base + count].astype(np.int8)  # truncation: the low 8 bits
         elem = self.config.elem_bytes("out")
         index = insn.dram_base + np.arange(insn.y_size)[:, None] * insn.x_stride + np.arange(insn.x_size)
-        if (index.max() + 1) * elem > self.dram.data.size:
+        if (index.max() + 1) * elem > self.dram.used:
             raise ValueError(f"STORE reaches DRAM byte {(index.max() + 1) * elem}, beyond the allocation")
         target = self.dram.data[:self.dram.data.size // elem * elem].reshape(-1, elem)
         target[index.ravel()] = out.reshape(count, elem).view(np.uint8)
