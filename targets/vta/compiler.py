@@ -18,12 +18,13 @@ from .timing import estimate
 from .workload import Conv2dWorkload, Requantize
 
 
-def choose_tiling(workload: Conv2dWorkload, config: VTAConfig, requant: Requantize, with_bias: bool) -> Tiling:
+def choose_tiling(workload: Conv2dWorkload, config: VTAConfig, requant: Requantize, with_bias: bool,
+                  threads: Sequence[int] = (1, 2)) -> Tiling:
     """The legal tiling whose generated stream the timing model finds fastest (pruned search)."""
     def cycles(tiling: Tiling) -> int:
         return estimate(generate_conv2d(workload, tiling, config, requant, with_bias).insns, config).cycles
 
-    return search(workload, config, with_bias, cycles)
+    return search(workload, config, with_bias, cycles, threads)
 
 
 def compile_conv2d(data_shape: Sequence[int], weight: np.ndarray, bias: np.ndarray | None, requant: Requantize,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from .config import VTAConfig
 from .workload import Conv2dWorkload
@@ -115,12 +115,14 @@ def _extents(total: int) -> list[int]:
     return sorted({-(-total // count) for count in range(1, total + 1)}, reverse=True)
 
 
-def candidates(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool) -> Iterator[Tiling]:
+def candidates(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool,
+               threads: Sequence[int] = (1, 2)) -> Iterator[Tiling]:
     wl, block = workload, config.block
+    settings = [(n, axis) for n, axis in ((1, "oc"), (2, "oc"), (2, "h")) if n in threads]
     for h, w, oc, ic in itertools.product(_extents(wl.out_h), _extents(wl.out_w), _extents(wl.oc_blocks(block)),
                                           _extents(wl.ic_blocks(block))):
-        for threads, axis in ((1, "oc"), (2, "oc"), (2, "h")):
-            tiling = Tiling(h, w, oc, ic, threads, axis)
+        for n, axis in settings:
+            tiling = Tiling(h, w, oc, ic, n, axis)
             if is_legal(wl, tiling, config, with_bias):
                 yield tiling
 
@@ -143,11 +145,11 @@ def traffic_estimate(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig
 
 
 def search(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool, cost: Callable[[Tiling], float],
-           keep: int = 6) -> Tiling:
+           threads: Sequence[int] = (1, 2), keep: int = 6) -> Tiling:
     """The tiling with the least `cost` (the timing model) among the `keep` best by the quick estimate,
     per thread setting."""
     ranked: dict[tuple[int, str], list[tuple[float, Tiling]]] = {}
-    for tiling in candidates(workload, config, with_bias):
+    for tiling in candidates(workload, config, with_bias, threads):
         ranked.setdefault((tiling.threads, tiling.thread_axis), []).append(
             (traffic_estimate(workload, tiling, config), tiling))
     if not ranked:
