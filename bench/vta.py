@@ -70,7 +70,8 @@ def main() -> None:
     lines = [f"VTA back end, config vta-sim ({config.bitstream_name}, {config.clock_mhz:.0f} MHz, "
              f"{config.bus_bytes * 8}-bit bus, peak {config.peak_gops:.1f} GOPS); machine: {machine()}",
              "", "GEMM utilisation per ResNet-18 conv (timing model, best tiling with 1 and with 2 virtual threads)",
-             f"  {'layer (HoxWo Cin->Cout k/s)':<30} {'1 thread':>9} {'2 threads':>10} {'ms (2 thr)':>10}  tiling (2 threads)"]
+             f"  {'layer (HoxWo Cin->Cout k/s)':<30} {'1 thread':>9} {'2 threads':>10} {'ms (2 thr)':>10}  "
+             "tiling (2 threads)"]
     layers, total_ms, total_ms_one, ultra96_ms, total_macs, util_3x3 = [], 0.0, 0.0, 0.0, 0, {1: [], 2: []}
     search_start = time.perf_counter()
     for h, w, c_in, c_out, k, stride, repeats in RESNET18_CONVS:

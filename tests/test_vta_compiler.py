@@ -11,6 +11,7 @@ from edgetune.targets.vta.config import get_config
 from edgetune.targets.vta.isa import MemInsn, MemType, instructions_from_bytes
 from edgetune.targets.vta.packing import pack_activation, pack_bias, pack_weight, unpack_activation
 from edgetune.targets.vta.tiler import Tiling, candidates, is_legal
+from edgetune.targets.vta.timing import estimate
 from edgetune.targets.vta.workload import Conv2dWorkload, Requantize, conv2d_reference
 
 CFG = get_config("vta-sim")
@@ -89,7 +90,6 @@ def test_random_dense_shapes_are_bit_exact():
 
 
 def test_int32_wrap_around_matches_the_reference():
-    rng = np.random.default_rng(5)
     data = np.full((1, 16, 4, 4), 127, np.int8)
     weight = np.full((16, 16, 1, 1), 127, np.int8)
     bias = np.full(16, (1 << 31) - 1000, np.int32)  # bias + 16*127*127 wraps negative
@@ -97,7 +97,6 @@ def test_int32_wrap_around_matches_the_reference():
     expected = Requantize(0, clip_min=-128).reference(conv2d_reference(data, weight, program.workload), bias)
     assert (expected == -128).all()
     np.testing.assert_array_equal(program.run(data).output, expected)
-    del rng
 
 
 def test_tutorial_conv_reproduces_the_documented_counters():
@@ -117,8 +116,6 @@ def test_tutorial_conv_reproduces_the_documented_counters():
 def test_virtual_threads_hide_load_latency():
     one = generate_conv2d(TUTORIAL, Tiling(7, 14, 8, 1, 1, "oc"), CFG, TUTORIAL_REQUANT, False)
     two = generate_conv2d(TUTORIAL, Tiling(7, 14, 8, 1, 2, "oc"), CFG, TUTORIAL_REQUANT, False)
-    from edgetune.targets.vta.timing import estimate
-
     serial, overlapped = estimate(one.insns, CFG), estimate(two.insns, CFG)
     assert serial.gemm_uops == overlapped.gemm_uops == 451_584
     assert 0.55 < serial.gemm_utilisation < 0.75 < 0.85 < overlapped.gemm_utilisation < 1.0

@@ -50,8 +50,10 @@ def test_full_token_queue_and_command_queue_apply_backpressure():
     blocked = estimate(slow, CFG.replace(dep_queue_depth=1))
     # now the first pop happens at 110 (after a 108-cycle GEMM): the second load, done at 108, waits 2 cycles
     assert blocked.modules["load"].push_stall == 2 and estimate(slow, CFG).modules["load"].push_stall == 0
-    fetch_bound = estimate([gemm(100), gemm(100), gemm(100), load_inp(2), FinishInsn()], CFG.replace(cmd_queue_depth=1))
-    assert fetch_bound.modules["load"].fetch_stall >= 100  # fetch waited for the third GEMM to enter the full compute queue (at 110)
+    fetch_bound = estimate([gemm(100), gemm(100), gemm(100), load_inp(2), FinishInsn()],
+                           CFG.replace(cmd_queue_depth=1))
+    # fetch waited until the full compute queue took the third GEMM (at 110) before it could dispatch the load
+    assert fetch_bound.modules["load"].fetch_stall >= 100
 
 
 def test_inconsistent_tokens_deadlock():

@@ -51,7 +51,8 @@ class Stream:
 REGION_BUFFER = {"input": "inp", "weight": "wgt", "bias": "acc", "output": "out", "uop": "uop"}
 
 
-def dram_layout(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool, n_uops: int) -> dict[str, tuple[int, int]]:
+def dram_layout(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool,
+                n_uops: int) -> dict[str, tuple[int, int]]:
     """Page-aligned regions in allocation order: input, weight, [bias], output, uop."""
     wl, block = workload, config.block
     sizes = {

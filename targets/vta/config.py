@@ -227,9 +227,17 @@ PRESETS: dict[str, VTAConfig] = {
 }
 
 
+def load_config(spec: str) -> VTAConfig:
+    """A preset name or the path of a vta_config.json."""
+    if spec in PRESETS or not Path(spec).exists():
+        return get_config(spec)
+    return VTAConfig.from_json(spec)
+
+
 def get_config(name: str) -> VTAConfig:
     """A preset by name (vta-sim: PYNQ-class 100 MHz, 64-bit bus; vta-ultra96: 333 MHz, 128-bit bus)."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise VTAConfigError(f"unknown VTA preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise VTAConfigError(f"unknown VTA preset {name!r}; choose one of {', '.join(PRESETS)} "
+                             "or give the path of a vta_config.json") from None

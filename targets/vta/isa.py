@@ -11,8 +11,10 @@ import dataclasses
 import enum
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+from ...errors import UserError
 from .config import INSN_BITS, LOOP_ITER_BITS, VTAConfig
 
 INSN_BYTES = INSN_BITS // 8
@@ -285,3 +287,15 @@ def disassemble_one(insn: Instruction) -> str:
 
 def disassemble(insns: Iterable[Instruction]) -> str:
     return "\n".join(f"{index:6d}  {disassemble_one(insn)}" for index, insn in enumerate(insns))
+
+
+def disassemble_file(path: str | Path, config: VTAConfig) -> str:
+    """The listing of a binary instruction stream file; unreadable or malformed input is a UserError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read VTA instruction stream {path}: {exc.strerror}") from None
+    try:
+        return disassemble(instructions_from_bytes(data, config))
+    except ValueError as exc:
+        raise UserError(f"{path} is not a VTA instruction stream: {exc}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +40,13 @@ class VTAProgram:
     def instruction_bytes(self) -> bytes:
         """The stream as the hardware fetches it: 16 little-endian bytes per instruction."""
         return instructions_to_bytes(self.stream.insns, self.config)
+
+    def write_instructions(self, path: str | Path) -> None:
+        """The binary stream, as `edgetune vta disasm` reads it (written atomically)."""
+        from ...artifact import atomic_write
+
+        with atomic_write(Path(path), "wb") as handle:
+            handle.write(self.instruction_bytes())
 
     def uop_bytes(self) -> bytes:
         return uops_to_bytes(self.stream.uops, self.config)

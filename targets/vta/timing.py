@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .config import VTAConfig
-from .isa import AluInsn, FinishInsn, GemmInsn, Instruction, MemInsn
+from .isa import AluInsn, FinishInsn, GemmInsn, Instruction
 from .pipeline import QUEUES, Module, pops, pushes, route
 from .simulator import VTADeadlockError
 
