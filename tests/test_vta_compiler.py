@@ -7,7 +7,7 @@ import pytest
 
 from edgetune.targets.vta.codegen import generate_conv2d
 from edgetune.targets.vta.compiler import compile_conv2d, compile_dense
-from edgetune.targets.vta.config import get_config
+from edgetune.targets.vta.config import VTAConfig, get_config
 from edgetune.targets.vta.isa import MemInsn, MemType, instructions_from_bytes
 from edgetune.targets.vta.packing import pack_activation, pack_bias, pack_weight, unpack_activation
 from edgetune.targets.vta.tiler import Tiling, candidates, is_legal
@@ -66,6 +66,21 @@ def test_random_conv2d_shapes_and_tilings_are_bit_exact():
             continue
         tiling = legal[rng.integers(len(legal))] if case % 4 else None  # every fourth: the searched tiling
         _conv_case(rng, workload, with_bias, requant, tiling)
+
+
+def test_other_configurations_compile_and_run_bit_exact():
+    """Widths, depths and block size all flow from the configuration (here 8x8 blocks, smaller buffers)."""
+    small = VTAConfig.from_json({"LOG_BLOCK": 3, "LOG_INP_BUFF_SIZE": 14, "LOG_WGT_BUFF_SIZE": 16,
+                                 "LOG_ACC_BUFF_SIZE": 16})
+    rng = np.random.default_rng(21)
+    for config in (small, get_config("vta-ultra96")):
+        data = rng.integers(-128, 128, (1, 20, 10, 9), dtype=np.int8)
+        weight = rng.integers(-128, 128, (30, 20, 3, 3), dtype=np.int8)
+        bias = rng.integers(-999, 999, 30, dtype=np.int32)
+        program = compile_conv2d(data.shape, weight, bias, Requantize(7), config, (1, 2), (1, 1))
+        expected = Requantize(7).reference(conv2d_reference(data, weight, program.workload), bias)
+        np.testing.assert_array_equal(program.run(data).output, expected)
+        assert program.constants["weight"].shape[-1] == config.block
 
 
 def test_single_pixel_tiles_put_channels_in_the_micro_ops():

@@ -19,7 +19,7 @@ from typing import Callable
 from .config import VTAConfig
 from .isa import AluInsn, AluOp, FinishInsn, GemmInsn, Instruction, MemInsn, MemType, Opcode, Uop
 from .simulator import DRAM
-from .tiler import Tile, Tiling, ic_steps, input_extent, slot_sizes, tile_groups
+from .tiler import Tile, Tiling, ic_steps, input_extent, tile_groups
 from .workload import Conv2dWorkload, Requantize
 
 
@@ -85,7 +85,7 @@ class _Conv2dEmitter:
         self.block = config.block
         self.kernels = UopKernels()
         self.share = {b: config.depth(b) // tiling.threads for b in ("inp", "wgt", "acc")}
-        self.acc_out = slot_sizes(workload, tiling, with_bias)["acc"] - tiling.oc * with_bias  # bias after outputs
+        self.acc_out = tiling.oc * tiling.h * tiling.w  # a thread's ACC share: outputs, then the bias entries
         self.base = {name: address // config.elem_bytes(REGION_BUFFER[name])  # DRAM addresses in elements
                      for name, (address, _) in dram_layout(workload, config, with_bias, 0).items()}
 
