@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
 
     sub.add_parser("targets", help="list target presets with their TVM target JSON")
+
+    v = sub.add_parser("vta", help="tools for the VTA accelerator (simulated FPGA) back end")
+    vta = v.add_subparsers(dest="vta_command", required=True, parser_class=_Parser)
+    d = vta.add_parser("disasm", help="list a binary VTA instruction stream (16 bytes per instruction)")
+    d.add_argument("file")
+    d.add_argument("--config", default="vta-sim", help="VTA preset (vta-sim, vta-ultra96) or a vta_config.json "
+                                                       "(field widths depend on it; default vta-sim)")
     return parser
 
 
@@ -284,8 +291,16 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_vta(args: argparse.Namespace) -> int:
+    from .targets.vta.config import load_config
+    from .targets.vta.isa import disassemble_file
+
+    print(disassemble_file(args.file, load_config(args.config)))
+    return 0
+
+
 COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile,
-            "inspect": _cmd_inspect, "targets": _cmd_targets}
+            "inspect": _cmd_inspect, "targets": _cmd_targets, "vta": _cmd_vta}
 
 
 def _describe_value(vi) -> dict:
