@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import EdgetuneError, UserError, ValidationError
+
+if TYPE_CHECKING:
+    from .targets.rpc import RemoteDevice
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +33,18 @@ def _add_profile_flags(p: argparse.ArgumentParser, repeat: int) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeat", type=int, default=repeat, help=f"timed runs (default {repeat})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", metavar="HOST:PORT", help="run on the device behind this TVM RPC server")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="take a device from this TVM RPC tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the tracker's device queue (with --rpc-tracker)")
+
+
+def _device(args: argparse.Namespace) -> RemoteDevice | None:
+    from .targets.rpc import RemoteDevice
+
+    return RemoteDevice.from_flags(args.rpc, args.rpc_tracker, args.rpc_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-budget", help="tune for at most this long (e.g. 30m, 90s)")
     c.add_argument("--db", help="tuning database folder: applied when given, extended when tuning "
                                 "(default: ~/.cache/edgetune/tuning)")
+    c.add_argument("--cross-compiler", metavar="CXX",
+                   help="linker for cross targets (default for ARM: aarch64-linux-gnu-g++)")
+    _add_device_flags(c)
 
     t = sub.add_parser("tune", help="tune a model's kernels into the tuning database (no library is written)")
     t.add_argument("model", help="an .onnx file")
@@ -71,11 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", required=True, help=".npz with one array per model input")
     r.add_argument("--outputs", required=True, help=".npz to write, one array per model output")
     r.add_argument("--threads", type=int, default=None)
+    _add_device_flags(r)
 
     p = sub.add_parser("profile", help="measure a compiled artifact and rewrite its latency log")
     p.add_argument("outdir")
     p.add_argument("--inputs", help=".npz of inputs (default: seeded random data)")
     _add_profile_flags(p, repeat=100)
+    _add_device_flags(p)
 
     i = sub.add_parser("inspect", help="list a model's operators, inputs, outputs and unsupported operators")
     i.add_argument("model")
@@ -87,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
 
     sub.add_parser("targets", help="list target presets with their TVM target JSON")
+
+    e = sub.add_parser("emulate", help="serve an emulated aarch64 device (qemu) over TVM RPC until Ctrl-C")
+    e.add_argument("--cpu", default="cortex-a72", help="qemu core to emulate (default cortex-a72)")
+    e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    e.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090; 0: any free)")
     return parser
 
 
@@ -129,7 +155,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
                    validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
-                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db)
+                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
+                   cross_compiler=args.cross_compiler)
     if args.tune < 0:
         raise UserError(f"--tune {args.tune} must be a positive number of trials")
     if args.inputs:
@@ -142,15 +169,20 @@ def _cmd_compile(args: argparse.Namespace) -> int:
             exc.compiled.profile(warmup=1, repeat=1)
             exc.compiled.save(failed, force=True)
         raise ValidationError(f"{exc}; artifact kept in {failed}") from None
-    _progress("profile...")
-    report = model.profile(warmup=args.warmup, repeat=args.repeat, threads=args.threads,
-                           max_seconds=args.max_profile_seconds)
+    report = None
+    if model.runnable:
+        _progress("profile...")
+        report = model.profile(warmup=args.warmup, repeat=args.repeat, threads=args.threads,
+                               max_seconds=args.max_profile_seconds)
     model.save(outdir, force=args.force)
     validation = model.validation
     print(f"compiled {args.model} for {model.target.name} -> {outdir}")
     if hasattr(validation, "summary"):
         print(f"validation {validation.summary()}")
-    print(report.format_table())
+    elif validation.get("reason"):
+        print(f"validation and profiling skipped: {validation['reason']}")
+    if report is not None:
+        print(report.format_table())
     return 0
 
 
@@ -186,7 +218,7 @@ def _duration(text: str | None) -> float | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import api
 
-    model = api.load(args.outdir)
+    model = api.load(args.outdir, _device(args))
     outputs = model.run(_read_npz(args.inputs))
     _write_npz(Path(args.outputs), dict(zip(model.signature.output_names, outputs)))
     for spec, value in zip(model.signature.outputs, outputs):
@@ -197,7 +229,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from . import api
 
-    model = api.load(args.outdir)
+    model = api.load(args.outdir, _device(args))
     feed = _read_npz(args.inputs) if args.inputs else None
     report = model.profile(feed, warmup=args.warmup, repeat=args.repeat, threads=args.threads)
     model.save(args.outdir, force=True)
@@ -258,16 +290,32 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_targets(args: argparse.Namespace) -> int:
     from .targets import get_target, target_names
+    from .targets.arm import aarch64_tags
 
     for name in target_names():
         target = get_target(name)
         print(f"{name}: {target.description}")
         print(f"  {json.dumps(target.target_json(), sort_keys=True)}")
+    print(f"also accepted: TVM tags of aarch64 boards ({', '.join(aarch64_tags())}) and TVM target JSON for "
+          "aarch64, e.g. -t '{\"kind\": \"llvm\", \"mtriple\": \"aarch64-linux-gnu\", \"mattr\": [\"+neon\"]}'")
+    return 0
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from .targets.emulator import emulated_device
+
+    with emulated_device(args.cpu, args.host, args.port) as device:
+        print(f"emulated {args.cpu} (qemu) serving TVM RPC on {device.host}:{device.port}; use it with "
+              f"--rpc {device.host}:{device.port}; timings under emulation are marked emulated; Ctrl-C stops it",
+              flush=True)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # after the server started: it must not inherit this
+        print(f"stopped by {signal.Signals(signal.sigwait(stop)).name}", flush=True)
     return 0
 
 
 COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile,
-            "inspect": _cmd_inspect, "targets": _cmd_targets}
+            "inspect": _cmd_inspect, "targets": _cmd_targets, "emulate": _cmd_emulate}
 
 
 def _describe_value(vi) -> dict:
