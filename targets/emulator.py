@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -122,37 +123,44 @@ def rpc_server() -> Path:
 
 
 @contextlib.contextmanager
-def emulated_device(cpu: str = "cortex-a72", host: str = "127.0.0.1", port: int = 0,
-                    log: Path | None = None) -> Iterator[RemoteDevice]:
-    """Run an emulated `cpu` behind an RPC server on host:port (0: a free port) until the block ends.
-
-    The server runs in its own process group (each RPC session is a forked child), stopped as a whole."""
+def emulated_device(cpu: str = "cortex-a72", host: str = "127.0.0.1", port: int = 0) -> Iterator[RemoteDevice]:
+    """Run an emulated `cpu` behind an RPC server on host:port (0: a free port) until the block ends."""
     command = [*qemu_command(cpu), str(rpc_server()), host, str(port), json.dumps(
         {"description": f"{cpu} emulated by qemu-aarch64 on {platform.machine()}", "emulated": True})]
-    with contextlib.ExitStack() as stack:
-        if log is None:
-            log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgetune-emulator-"))) / "log"
+    # One thread: emulated timings do not measure the device anyway, and the host's cores are shared.
+    with serving(command, r"listening on \S+:(\d+)", {**os.environ, "TVM_NUM_THREADS": "1"}) as ready:
+        yield RemoteDevice(host, int(ready.group(1)))
+
+
+@contextlib.contextmanager
+def serving(command: list[str], ready: str, env: dict[str, str] | None = None) -> Iterator[re.Match]:
+    """Run a server until the block ends, once its output matches the regex `ready` (which is returned).
+
+    It runs in a process group of its own and is stopped as a whole: servers fork a child per session, and
+    that child may hold the port."""
+    with tempfile.TemporaryDirectory(prefix="edgetune-server-") as folder:
+        log = Path(folder) / "log"
         with open(log, "w") as out:
-            # One thread: emulated timings do not measure the device anyway, and the host's cores are shared.
             server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                      env={**os.environ, "TVM_NUM_THREADS": "1"})
+                                      env=env)
         try:
-            yield RemoteDevice(host, _wait_listening(server, log))
+            yield _wait_for(server, log, re.compile(ready))
         finally:
             _stop(server)
 
 
-def _wait_listening(server: subprocess.Popen, log: Path) -> int:
+def _wait_for(server: subprocess.Popen, log: Path, ready: re.Pattern) -> re.Match:
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # polled: on busy cores a server may take many seconds to start
         text = log.read_text()
-        if "listening on " in text:
-            return int(text.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+        match = ready.search(text)
+        if match:
+            return match
         if server.poll() is not None:
-            raise UserError(f"the emulated device did not start: {text.strip() or 'no output'}")
+            raise UserError(f"{Path(server.args[0]).name} did not start: {text.strip() or 'no output'}")
         time.sleep(0.05)
-    raise UserError(f"the emulated device did not start listening within {START_TIMEOUT_S:.0f} s; "
-                    "the machine may be overloaded")
+    raise UserError(f"{Path(server.args[0]).name} did not start within {START_TIMEOUT_S:.0f} s; the machine may "
+                    "be overloaded")
 
 
 def _stop(server: subprocess.Popen) -> None:

@@ -14,7 +14,7 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 from tvm import rpc
 from tvm.runtime.vm import VirtualMachine
@@ -100,33 +100,39 @@ class RemoteSession(Session):
     remote: Any = None  # tvm.rpc.RPCSession: keeps the connection open while the module is in use
     built_for: str = ""
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        try:
-            yield
-        except EdgetuneError:
-            raise
-        except Exception:
-            if _alive(self.remote):
-                raise
-            raise UserError(
-                f"the library uses instructions the device's CPU lacks (built for {self.built_for}, device "
-                f"{self.device_name}): the device's RPC server ended the session while running it; compile "
-                "for the device's core (see `edgetune targets`)") from None
+    def running(self) -> ContextManager[None]:
+        return _reporting_lost_device(self.remote, self.built_for, self.device_name)
 
 
 def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteSession:
     """Upload `library` to the device, load it there and create its VM on the device's CPU."""
     remote = connect(device)
     description, emulated = _describe(remote, device)
-    session = RemoteSession(module=None, device=remote.cpu(0), vm=None, device_name=description,
-                            threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,
-                            kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=_built_for(target))
-    with session.running():
+    built_for = _built_for(target)
+    with _reporting_lost_device(remote, built_for, description):
         remote.upload(str(library), target=library.name)
-        session.module = remote.load_module(library.name)
-        session.vm = VirtualMachine(session.module, session.device)
-    return session
+        module = remote.load_module(library.name)
+        vm = VirtualMachine(module, remote.cpu(0))
+    return RemoteSession(module, remote.cpu(0), vm, device_name=description,
+                         threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,
+                         kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=built_for)
+
+
+@contextlib.contextmanager
+def _reporting_lost_device(remote: rpc.RPCSession, built_for: str, device_name: str) -> Iterator[None]:
+    """A device that ends the session while running the library is the signature of an instruction its core
+    lacks (SIGILL kills the server's session); any other failure passes through unchanged."""
+    try:
+        yield
+    except EdgetuneError:
+        raise
+    except Exception:
+        if _alive(remote):
+            raise
+        raise UserError(
+            f"the library uses instructions the device's CPU lacks (built for {built_for}, device {device_name}): "
+            "the device's RPC server ended the session while running it; compile for the device's core (see "
+            "`edgetune targets`)") from None
 
 
 def _describe(remote: rpc.RPCSession, device: RemoteDevice) -> tuple[str, bool]:

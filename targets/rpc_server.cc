@@ -52,10 +52,8 @@ static bool Handshake(int fd, int* timeout_s) {
          write(fd, reply.data(), reply.size()) == static_cast<ssize_t>(reply.size());
 }
 
-static void Serve(int fd, int timeout_s, const std::string& device_json) {
+static void Serve(int fd, int timeout_s, const std::string& folder, const std::string& device_json) {
   if (timeout_s > 0) alarm(timeout_s);  // the client asked for a bounded session
-  char folder_template[] = "/tmp/edgetune-rpc-XXXXXX";
-  const std::string folder = mkdtemp(folder_template);
   ffi::Function::SetGlobal("tvm.rpc.server.workpath",
                            ffi::Function::FromTyped([folder](ffi::String name) -> ffi::String {
                              return folder + "/" + std::string(name);
@@ -67,7 +65,6 @@ static void Serve(int fd, int timeout_s, const std::string& device_json) {
   ffi::Function::SetGlobal("edgetune.rpc.device",
                            ffi::Function::FromTyped([device_json]() -> ffi::String { return device_json; }));
   ffi::Function::GetGlobalRequired("rpc.ServerLoop")(fd);
-  std::filesystem::remove_all(folder);
 }
 
 int main(int argc, char** argv) {
@@ -98,15 +95,18 @@ int main(int argc, char** argv) {
       close(fd);
       continue;
     }
+    char folder_template[] = "/tmp/edgetune-rpc-XXXXXX";  // the session's uploads
+    const std::string folder = mkdtemp(folder_template);
     pid_t child = fork();
     if (child == 0) {
       close(listener);
-      Serve(fd, timeout_s, argv[3]);
+      Serve(fd, timeout_s, folder, argv[3]);
       _exit(0);
     }
     close(fd);
     int status = 0;
     waitpid(child, &status, 0);  // one session at a time, like a board with one user
+    std::filesystem::remove_all(folder);  // here, not in the child: the child may die of its library
     if (WIFSIGNALED(status)) {
       std::printf("session ended by signal %d (%s)\n", WTERMSIG(status), strsignal(WTERMSIG(status)));
     } else {

@@ -6,12 +6,8 @@ when run as root).
 """
 
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,7 @@ import edgetune
 from edgetune.errors import UserError
 from edgetune.targets import get_target
 from edgetune.targets.arm import PRESETS
-from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command
+from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command, serving
 from edgetune.targets.rpc import RemoteDevice, connect
 from edgetune.validate import reference_outputs
 
@@ -185,27 +181,9 @@ def test_missing_cross_compiler_is_a_one_line_error(digits_model, tmp_path):
     assert "no cross compiler to replace" in one_line_error(result)
 
 
-def test_tracker_without_the_key_answers_instead_of_blocking(tmp_path):
-    log = tmp_path / "tracker.log"
-    with open(log, "w") as out:
-        tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                                    "--port", "9190", "--port-end", "9290"], stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        port = _wait_for_bind(tracker, log)
+def test_tracker_without_the_key_answers_instead_of_blocking():
+    tracker = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", "9190",
+               "--port-end", "9290"]
+    with serving(tracker, r"bind to 127\.0\.0\.1:(\d+)") as ready:
         with pytest.raises(UserError, match="has no device with key 'pi4'"):
-            connect(RemoteDevice("127.0.0.1", port, key="pi4", timeout_s=10))
-    finally:
-        os.killpg(tracker.pid, signal.SIGTERM)
-        tracker.wait(timeout=10)
-
-
-def _wait_for_bind(process: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        match = re.search(r"bind to 127\.0\.0\.1:(\d+)", log.read_text())
-        if match:
-            return int(match.group(1))
-        assert process.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"the tracker did not bind within {timeout_s} s: {log.read_text()}")
+            connect(RemoteDevice("127.0.0.1", int(ready.group(1)), key="pi4", timeout_s=10))
