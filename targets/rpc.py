@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Iterator
 
 from tvm import rpc
+from tvm.error import RPCError
 from tvm.runtime.vm import VirtualMachine
 
 from ..errors import EdgetuneError, UserError
@@ -111,7 +112,14 @@ def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteS
     built_for = _built_for(target)
     with _reporting_lost_device(remote, built_for, description):
         remote.upload(str(library), target=library.name)
-        module = remote.load_module(library.name)
+        try:
+            module = remote.load_module(library.name)
+        except RPCError as exc:  # e.g. an x86 library on an ARM board: "cannot open shared object file"
+            if not _alive(remote):
+                raise  # a lost device: reported by the guard
+            raise UserError(f"the device ({description}) cannot load a library built for {target.name} "
+                            f"({built_for}); compile for the device's target (see `edgetune targets`): "
+                            f"{str(exc).strip().splitlines()[-1]}") from None
         vm = VirtualMachine(module, remote.cpu(0))
     return RemoteSession(module, remote.cpu(0), vm, device_name=description,
                          threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,

@@ -152,6 +152,13 @@ def test_sve_library_on_cortex_a53_is_an_instruction_set_mismatch(digits_model, 
 
 
 @needs_tools
+def test_library_for_another_architecture_is_refused_by_the_device(digits_model, a72, tmp_path):
+    result = run("compile", digits_model, "-t", "host", "-o", tmp_path / "x86", "--rpc", f"{a72.host}:{a72.port}")
+    assert "cannot load a library built for host" in one_line_error(result)
+    assert not (tmp_path / "x86").exists()
+
+
+@needs_tools
 def test_cpp_example_runs_the_library_under_qemu(digits_arm, tmp_path):
     out, _ = digits_arm
     program = build_program(ROOT / "examples" / "cpp" / "run_model.cc", tmp_path / "run_model")
