@@ -92,7 +92,11 @@ def aarch64_runtime() -> Path:
             with zipfile.ZipFile(wheel) as archive:
                 wanted = [m for m in archive.namelist() if m.startswith(WHEEL_MEMBERS)]
                 archive.extractall(staged, members=wanted)
-        os.replace(staged, folder)  # whole or not at all; a concurrent first use may have won the race
+        try:
+            os.replace(staged, folder)  # whole or not at all
+        except OSError:
+            if not folder.is_dir():  # else a concurrent first use got there first: use its copy
+                raise
     return folder
 
 
