@@ -26,6 +26,7 @@ from .errors import UserError, ValidationError
 from .frontend import Signature, import_model, load_model, load_samples
 from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
+from .targets.rpc import RemoteDevice, open_session
 from .validate import ValidationReport, compare, reference_outputs
 
 Feed = Mapping[str, np.ndarray] | Sequence[np.ndarray]
@@ -53,14 +54,17 @@ class CompileOptions:
     power_of_two: bool = False  # power-of-two scales: requantize by shifts only
     max_accuracy_drop: float | None = None  # keep the most sensitive layers in float until the drop holds
     min_sqnr_db: float = 15.0  # quantized builds validate by SQNR against onnxruntime's float outputs
+    device: RemoteDevice | None = None  # validate (and later run) on this device over RPC instead of locally
+    cross_compiler: str | None = None  # replaces a cross target's default compiler
 
 
 class CompiledModel:
     """A compiled model and its metadata; runs and profiles on its target's device."""
 
     def __init__(self, target: Target, signature: Signature, library: Path, metadata: dict[str, Any],
-                 owner: tempfile.TemporaryDirectory | None = None):
+                 owner: tempfile.TemporaryDirectory | None = None, device: RemoteDevice | None = None):
         self.target = target
+        self.device = device  # where it runs: None for this machine
         self.signature = signature
         self.library = library
         self.metadata = metadata  # what goes into the manifest (without files/validation/latency)
@@ -69,10 +73,19 @@ class CompiledModel:
         self._owner = owner  # keeps a freshly built library's temporary folder alive
         self._session: Session | None = None
 
+    @property
+    def runnable(self) -> bool:
+        """Whether there is somewhere to run it: this machine, or a device given over RPC."""
+        return self.device is not None or self.target.runs_locally
+
     def session(self, threads: int | None = None) -> Session:
         """The loaded library; `threads` (CPU targets) can only be chosen before the first run in a process."""
+        if self.device is not None and threads is not None:
+            raise UserError("--threads applies to this machine; a device's thread count is set where its RPC "
+                            "server starts (TVM_NUM_THREADS)")
         if self._session is None or (threads is not None and threads != self._session.threads):
-            self._session = self.target.load(self.library, threads)
+            self._session = (open_session(self.device, self.library, self.target) if self.device is not None
+                             else self.target.load(self.library, threads))
         return self._session
 
     def run(self, inputs: Feed) -> list[np.ndarray]:
@@ -87,15 +100,17 @@ class CompiledModel:
         return self.latency
 
     def save(self, outdir: str | Path, force: bool = False) -> Path:
-        """Write the artifact folder atomically; measures latency first if `profile()` was not called."""
+        """Write the artifact folder atomically; measures latency first if `profile()` was not called and the
+        model can run (without a device, a cross-compiled model is saved without a latency log)."""
         outdir = Path(outdir)
         check_destination(outdir, force)
-        if self.latency is None:
+        if self.latency is None and self.runnable:
             self.profile(max_seconds=10.0)
         with StagedFolder(outdir) as staged:
             shutil.copyfile(self.library, staged.path / LIBRARY)
-            staged.write_json(LATENCY_JSON, self.latency.to_dict())
-            staged.write_text(LATENCY_CSV, self.latency.to_csv())
+            if self.latency is not None:
+                staged.write_json(LATENCY_JSON, self.latency.to_dict())
+                staged.write_text(LATENCY_CSV, self.latency.to_csv())
             return staged.publish(self.manifest())
 
     def manifest(self) -> dict[str, Any]:
@@ -103,7 +118,8 @@ class CompiledModel:
             self.validation or {"skipped": True})
         latency = None
         if self.latency is not None:
-            latency = {"file": LATENCY_JSON, "threads": self.latency.threads, "repeat": self.latency.repeat,
+            latency = {"file": LATENCY_JSON, "device": self.latency.device, "emulated": self.latency.emulated,
+                       "threads": self.latency.threads, "repeat": self.latency.repeat,
                        **{k: round(v, 6) for k, v in self.latency.stats.items()}}
         return {**self.metadata, "validation": validation, "latency": latency}
 
@@ -130,6 +146,9 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         raise UserError(f"edgetune.compile: {exc}") from None
     say = progress or (lambda _msg: None)
     target = get_target(target)
+    if opts.cross_compiler is not None:
+        target = target.with_cross_compiler(opts.cross_compiler)
+    target.check_tools()
     pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block(),
                              edgetune_passes=opts.edgetune_passes)
     timings: dict[str, float] = {}
@@ -183,15 +202,23 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         metadata["tuning"] = tuning
     if quantization is not None:
         metadata["quantization"] = quantization.to_dict()
-    compiled = CompiledModel(target, imported.signature, library, metadata, owner)
+    compiled = CompiledModel(target, imported.signature, library, metadata, owner, opts.device)
     if not opts.validate:
         compiled.validation = {"skipped": True}
+        return compiled
+    if not compiled.runnable:
+        compiled.validation = {"skipped": True, "reason": (
+            f"{target.name} code cannot run on this {platform.machine()} machine and no device was given "
+            "(--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY; `edgetune emulate` starts an "
+            "emulated one)")}
         return compiled
     say("validate...")
     reference = reference_outputs(loaded.proto, feed)
     actual = compiled.run(feed)
     inputs = ("user inputs" if opts.inputs is not None else "a held-out calibration sample" if quantization
               else f"random (seed {opts.seed})")
+    if compiled.device is not None:
+        compiled.metadata["validated_on"] = compiled.session().device_name
     compiled.validation = compare(actual, reference, imported.signature.outputs, reference=_ort_name(),
                                   inputs=inputs, atol=opts.atol, rtol=opts.rtol,
                                   min_sqnr_db=opts.min_sqnr_db if quantization else None)
@@ -274,8 +301,9 @@ def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,
     return run_passes(imported.mod, PassConfig(opt_level=opt_level, channel_block=target.channel_block()))
 
 
-def load(outdir: str | Path) -> CompiledModel:
-    """Open a saved artifact folder after checking every file against the manifest's checksums."""
+def load(outdir: str | Path, device: RemoteDevice | None = None) -> CompiledModel:
+    """Open a saved artifact folder after checking every file against the manifest's checksums; it runs on
+    `device` over RPC when one is given, else on this machine."""
     outdir = Path(outdir)
     manifest = read_manifest(outdir)
     verify_files(outdir, manifest)
@@ -285,7 +313,7 @@ def load(outdir: str | Path) -> CompiledModel:
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{outdir}/manifest.json is missing {exc}; compile the model again") from None
     metadata = {k: v for k, v in manifest.items() if k not in ("files", "validation", "latency")}
-    compiled = CompiledModel(target, signature, outdir / LIBRARY, metadata)
+    compiled = CompiledModel(target, signature, outdir / LIBRARY, metadata, device=device)
     compiled.validation = manifest.get("validation")
     latency_path = outdir / LATENCY_JSON
     if latency_path.is_file():

@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import EdgetuneError, UserError, ValidationError
+
+if TYPE_CHECKING:
+    from .targets.rpc import RemoteDevice
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +33,18 @@ def _add_profile_flags(p: argparse.ArgumentParser, repeat: int) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeat", type=int, default=repeat, help=f"timed runs (default {repeat})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", metavar="HOST:PORT", help="run on the device behind this TVM RPC server")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="take a device from this TVM RPC tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the tracker's device queue (with --rpc-tracker)")
+
+
+def _device(args: argparse.Namespace) -> RemoteDevice | None:
+    from .targets.rpc import RemoteDevice
+
+    return RemoteDevice.from_flags(args.rpc, args.rpc_tracker, args.rpc_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                    help="keep the most sensitive layers in float until top-1 drops at most this much on the "
                         "held-out 20%% of the calibration samples")
+    c.add_argument("--cross-compiler", metavar="CXX",
+                   help="linker for cross targets (default for ARM: aarch64-linux-gnu-g++)")
+    _add_device_flags(c)
 
     t = sub.add_parser("tune", help="tune a model's kernels into the tuning database (no library is written)")
     t.add_argument("model", help="an .onnx file")
@@ -81,11 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", required=True, help=".npz with one array per model input")
     r.add_argument("--outputs", required=True, help=".npz to write, one array per model output")
     r.add_argument("--threads", type=int, default=None)
+    _add_device_flags(r)
 
     p = sub.add_parser("profile", help="measure a compiled artifact and rewrite its latency log")
     p.add_argument("outdir")
     p.add_argument("--inputs", help=".npz of inputs (default: seeded random data)")
     _add_profile_flags(p, repeat=100)
+    _add_device_flags(p)
 
     i = sub.add_parser("inspect", help="list a model's operators, inputs, outputs and unsupported operators")
     i.add_argument("model")
@@ -104,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("file")
     d.add_argument("--config", default="vta-sim", help="VTA preset (vta-sim, vta-ultra96) or a vta_config.json "
                                                        "(field widths depend on it; default vta-sim)")
+    e = sub.add_parser("emulate", help="serve an emulated aarch64 device (qemu) over TVM RPC until Ctrl-C")
+    e.add_argument("--cpu", default="cortex-a72", help="qemu core to emulate (default cortex-a72)")
+    e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    e.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090; 0: any free)")
     return parser
 
 
@@ -146,9 +171,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
                    validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
-                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, quantize=args.quantize,
-                   calibration=args.calibration, calibration_method=args.calibration_method,
-                   power_of_two=args.power_of_two, max_accuracy_drop=args.max_accuracy_drop)
+                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
+                   cross_compiler=args.cross_compiler, quantize=args.quantize, calibration=args.calibration,
+                   calibration_method=args.calibration_method, power_of_two=args.power_of_two,
+                   max_accuracy_drop=args.max_accuracy_drop)
     if args.calibration and not args.quantize:
         raise UserError("--calibration is only used with --quantize int8; add --quantize int8")
     if args.tune < 0:
@@ -163,19 +189,24 @@ def _cmd_compile(args: argparse.Namespace) -> int:
             exc.compiled.profile(warmup=1, repeat=1)
             exc.compiled.save(failed, force=True)
         raise ValidationError(f"{exc}; artifact kept in {failed}") from None
-    _progress("profile...")
-    report = model.profile(warmup=args.warmup, repeat=args.repeat, threads=args.threads,
-                           max_seconds=args.max_profile_seconds)
+    report = None
+    if model.runnable:
+        _progress("profile...")
+        report = model.profile(warmup=args.warmup, repeat=args.repeat, threads=args.threads,
+                               max_seconds=args.max_profile_seconds)
     model.save(outdir, force=args.force)
     validation = model.validation
     print(f"compiled {args.model} for {model.target.name} -> {outdir}")
     if hasattr(validation, "summary"):
         print(f"validation {validation.summary()}")
+    elif validation.get("reason"):
+        print(f"validation and profiling skipped: {validation['reason']}")
     if "quantization" in model.metadata:
         from .passes.quantize import QuantReport
 
         print(QuantReport.from_dict(model.metadata["quantization"]).table())
-    print(report.format_table())
+    if report is not None:
+        print(report.format_table())
     return 0
 
 
@@ -211,7 +242,7 @@ def _duration(text: str | None) -> float | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import api
 
-    model = api.load(args.outdir)
+    model = api.load(args.outdir, _device(args))
     outputs = model.run(_read_npz(args.inputs))
     _write_npz(Path(args.outputs), dict(zip(model.signature.output_names, outputs)))
     for spec, value in zip(model.signature.outputs, outputs):
@@ -222,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from . import api
 
-    model = api.load(args.outdir)
+    model = api.load(args.outdir, _device(args))
     feed = _read_npz(args.inputs) if args.inputs else None
     report = model.profile(feed, warmup=args.warmup, repeat=args.repeat, threads=args.threads)
     model.save(args.outdir, force=True)
@@ -283,11 +314,27 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_targets(args: argparse.Namespace) -> int:
     from .targets import get_target, target_names
+    from .targets.arm import aarch64_tags
 
     for name in target_names():
         target = get_target(name)
         print(f"{name}: {target.description}")
         print(f"  {json.dumps(target.target_json(), sort_keys=True)}")
+    print(f"also accepted: TVM tags of aarch64 boards ({', '.join(aarch64_tags())}) and TVM target JSON for "
+          "aarch64, e.g. -t '{\"kind\": \"llvm\", \"mtriple\": \"aarch64-linux-gnu\", \"mattr\": [\"+neon\"]}'")
+    return 0
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from .targets.emulator import emulated_device
+
+    with emulated_device(args.cpu, args.host, args.port) as device:
+        print(f"emulated {args.cpu} (qemu) serving TVM RPC on {device.host}:{device.port}; use it with "
+              f"--rpc {device.host}:{device.port}; timings under emulation are marked emulated; Ctrl-C stops it",
+              flush=True)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # after the server started: it must not inherit this
+        print(f"stopped by {signal.Signals(signal.sigwait(stop)).name}", flush=True)
     return 0
 
 
@@ -300,7 +347,7 @@ def _cmd_vta(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"compile": _cmd_compile, "tune": _cmd_tune, "run": _cmd_run, "profile": _cmd_profile,
-            "inspect": _cmd_inspect, "targets": _cmd_targets, "vta": _cmd_vta}
+            "inspect": _cmd_inspect, "targets": _cmd_targets, "vta": _cmd_vta, "emulate": _cmd_emulate}
 
 
 def _describe_value(vi) -> dict:

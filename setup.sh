@@ -15,8 +15,26 @@ need_python() {
     fi
 }
 
+# ARM64 cross-compiling and emulation (tests/test_arm.py skips without them): Debian packages, root only.
+arm_tools() {
+    local missing=()
+    command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+    command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+    command -v file >/dev/null || missing+=(file)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing ${missing[*]} for ARM64 cross-compiling and emulation (about a minute)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "setup.sh: ${missing[*]} missing: ARM64 builds and tests/test_arm.py need them; as root run:" \
+             "apt-get install ${missing[*]}" >&2
+    fi
+}
+
 install() {
     need_python
+    arm_tools
     if [ ! -x "$VENV/bin/python" ]; then
         echo "== creating $VENV"
         "$PY" -m venv "$VENV"

@@ -8,15 +8,18 @@ driver only speaks this interface, so a new target is one new module plus a regi
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from ..errors import UserError
+from .cpu_schedule import schedule_cpu, vector_lanes
 from .profiling import LatencyReport, ProfileConfig, measure
 
 
@@ -29,6 +32,12 @@ class Session:
     vm: Any  # relax.VirtualMachine
     device_name: str
     threads: int
+    emulated: bool = False  # the device is an emulator: its timings are not device latency
+    kernels_skipped: str = ""  # why this session cannot give a per-kernel breakdown (empty: it can)
+
+    def running(self) -> ContextManager[None]:
+        """Wraps every call into the library; a remote session turns a lost device into a clear error."""
+        return contextlib.nullcontext()
 
 
 class Target(abc.ABC):
@@ -36,6 +45,9 @@ class Target(abc.ABC):
 
     name: str
     description: str
+    # False for code this machine cannot execute (another architecture): it then runs only on a device
+    # given over RPC, and compiling without one skips validation and profiling.
+    runs_locally: bool = True
 
     @abc.abstractmethod
     def tvm_target(self) -> tvm.target.Target:
@@ -44,6 +56,14 @@ class Target(abc.ABC):
     def target_json(self) -> dict[str, Any]:
         """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
         return target_to_json(self.tvm_target().export())
+
+    def check_tools(self) -> None:
+        """Raise `UserError` before any work when a tool this target builds with is missing."""
+
+    def with_cross_compiler(self, compiler: str) -> "Target":
+        """This target, exporting with `compiler`; only cross targets have one to replace."""
+        raise UserError(f"target {self.name} builds for this machine and has no cross compiler to replace; "
+                        "drop --cross-compiler or pick a cross target such as arm64")
 
     def channel_block(self) -> int:
         """Activation channel block (NCHW[x]c) this target's conv schedules want; 0 keeps plain NCHW."""
@@ -71,16 +91,29 @@ class Target(abc.ABC):
 
     def run(self, session: Session, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One inference; inputs in signature order, outputs as numpy arrays in graph order."""
-        result = session.vm["main"](*self._to_device(session, arrays))
-        return [t.numpy() for t in _flatten(result)]
+        with session.running():
+            result = session.vm["main"](*self._to_device(session, arrays))
+            return [t.numpy() for t in _flatten(result)]
 
     def profile(self, session: Session, arrays: Sequence[np.ndarray], config: ProfileConfig) -> LatencyReport:
-        args = self._to_device(session, arrays)
-        return measure(session.vm, session.device, args, config, session.device_name, session.threads)
+        with session.running():
+            args = self._to_device(session, arrays)
+            return measure(session.vm, session.device, args, config, session.device_name, session.threads,
+                           emulated=session.emulated, kernels_skipped=session.kernels_skipped)
 
     @staticmethod
     def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:
         return [tvm.runtime.tensor(np.ascontiguousarray(a), session.device) for a in arrays]
+
+
+class CpuTarget(Target):
+    """An LLVM CPU target: conv layouts blocked to its vector width and the rule-based CPU schedules."""
+
+    def channel_block(self) -> int:
+        return vector_lanes(self.tvm_target())
+
+    def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
+        return schedule_cpu(mod, self.tvm_target())
 
 
 def _flatten(value: Any) -> list[Any]:

@@ -12,8 +12,7 @@ from tvm import relax
 from tvm.target import codegen
 
 from ..errors import UserError
-from .base import Session, Target, default_threads
-from .cpu_schedule import schedule_cpu, vector_lanes
+from .base import CpuTarget, Session, default_threads
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +47,7 @@ def set_threads(threads: int | None = None) -> int:
     return _pool_threads
 
 
-class HostTarget(Target):
+class HostTarget(CpuTarget):
     name = "host"
 
     def __init__(self) -> None:
@@ -56,12 +55,6 @@ class HostTarget(Target):
 
     def tvm_target(self) -> tvm.target.Target:
         return tvm.target.Target({"kind": "llvm", "mcpu": detect_cpu(), "num-cores": default_threads()})
-
-    def channel_block(self) -> int:
-        return vector_lanes(self.tvm_target())
-
-    def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
-        return schedule_cpu(mod, self.tvm_target())
 
     def load(self, path: Path, threads: int | None = None) -> Session:
         threads = set_threads(threads)

@@ -21,6 +21,8 @@ import numpy as np
 from ..errors import UserError
 
 BUILTIN_PREFIXES = ("vm.builtin.", "vm.")
+EMULATED_NOTE = ("NOTE: measured under emulation (qemu); these times measure the emulator, not the device's "
+                 "latency")
 
 
 @dataclass
@@ -59,6 +61,9 @@ class LatencyReport:
     kernels: list[KernelStat] = field(default_factory=list)
     kernel_runs: int = 0
     instrumented_ms: float = 0.0  # mean end-to-end time of the instrumented runs
+    # Timed under an emulator (qemu): the numbers measure the emulator, never the device.
+    emulated: bool = False
+    kernels_skipped: str = ""  # why there is no per-kernel breakdown, when there is none
 
     @property
     def stats(self) -> dict[str, float]:
@@ -88,10 +93,12 @@ class LatencyReport:
         return {
             "schema": "edgetune.latency/1",
             "device": self.device,
+            "emulated": self.emulated,
             "end_to_end": {"warmup": self.warmup, "repeat": self.repeat, "threads": self.threads, **self.stats},
             "samples_ms": self.samples_ms,
             "kernels": [asdict(k) for k in self.kernels],
             "kernel_check": self.kernel_check(),
+            **({"kernels_skipped": self.kernels_skipped} if self.kernels_skipped else {}),
         }
 
     @classmethod
@@ -99,7 +106,8 @@ class LatencyReport:
         e2e, check = data["end_to_end"], data["kernel_check"]
         return cls(device=data["device"], threads=e2e["threads"], warmup=e2e["warmup"], repeat=e2e["repeat"],
                    samples_ms=list(data["samples_ms"]), kernels=[KernelStat(**k) for k in data["kernels"]],
-                   kernel_runs=check["runs"], instrumented_ms=check["instrumented_end_to_end_ms"])
+                   kernel_runs=check["runs"], instrumented_ms=check["instrumented_end_to_end_ms"],
+                   emulated=data.get("emulated", False), kernels_skipped=data.get("kernels_skipped", ""))
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -121,6 +129,10 @@ class LatencyReport:
             f"  mean {s['mean_ms']:.3f} ms  p50 {s['p50_ms']:.3f}  p90 {s['p90_ms']:.3f}  p99 {s['p99_ms']:.3f}  "
             f"min {s['min_ms']:.3f}  max {s['max_ms']:.3f}  std {s['std_ms']:.3f}",
         ]
+        if self.emulated:
+            lines.insert(0, EMULATED_NOTE)
+        if self.kernels_skipped:
+            lines.append(f"  no per-kernel breakdown: {self.kernels_skipped}")
         if self.kernels:
             check = self.kernel_check()
             lines.append(f"  kernels ({len(self.kernels)} functions; calls sum to {check['sum_of_calls_ms']:.3f} ms "
@@ -137,8 +149,9 @@ class LatencyReport:
 
 
 def measure(vm: Any, device: Any, args: Sequence[Any], config: ProfileConfig, device_name: str,
-            threads: int, instrument: bool = True) -> LatencyReport:
-    """Time `vm["main"](*args)`: warm-up, `repeat` timed runs, then instrumented runs for the breakdown."""
+            threads: int, emulated: bool = False, kernels_skipped: str = "") -> LatencyReport:
+    """Time `vm["main"](*args)`: warm-up, `repeat` timed runs, then instrumented runs for the breakdown
+    (unless `kernels_skipped` says why the session cannot be instrumented)."""
     main = vm["main"]
     start = time.perf_counter()
     for _ in range(max(config.warmup, 1)):
@@ -150,8 +163,8 @@ def measure(vm: Any, device: Any, args: Sequence[Any], config: ProfileConfig, de
     result = vm.time_evaluator("main", device, number=1, repeat=repeat)(*args)
     samples = [float(t) * 1e3 for t in result.results]
     report = LatencyReport(device=device_name, threads=threads, warmup=config.warmup, repeat=len(samples),
-                           samples_ms=samples)
-    if instrument and config.kernel_runs:
+                           samples_ms=samples, emulated=emulated, kernels_skipped=kernels_skipped)
+    if not kernels_skipped and config.kernel_runs:
         _breakdown(vm, main, args, config.kernel_runs, report)
     return report
 

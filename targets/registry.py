@@ -1,10 +1,14 @@
-"""Named target presets. A new target registers its factory here under one or more names."""
+"""Named target presets. A new target registers its factory here under one or more names.
+
+Names that are not presets may be TVM target tags or raw TVM target JSON; those are accepted for aarch64.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from ..errors import UserError
+from . import arm
 from .base import Target
 from .host import HostTarget
 
@@ -25,10 +29,15 @@ def get_target(name: str | Target) -> Target:
     if isinstance(name, Target):
         return name
     factory = _PRESETS.get(name)
-    if factory is None:
-        raise UserError(f"unknown target {name!r}; valid targets: {', '.join(target_names())} "
-                        "(see `edgetune targets`)")
-    return factory()
+    if factory is not None:
+        return factory()
+    target = arm.from_tvm(name)
+    if target is None:
+        raise UserError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}, a TVM tag or "
+                        "TVM target JSON (see `edgetune targets`)")
+    return target
 
 
 register_target("host", HostTarget)
+for _preset in arm.PRESETS:
+    register_target(_preset.name, lambda preset=_preset: preset)

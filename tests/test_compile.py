@@ -109,7 +109,8 @@ def test_bad_options():
         edgetune.compile(two_outputs(), optlevel=2)
     with pytest.raises(UserError, match="--opt-level 7"):
         edgetune.compile(two_outputs(), opt_level=7)
-    with pytest.raises(UserError, match="unknown target 'tpu'; valid targets: host"):
+    with pytest.raises(UserError, match="unknown target 'tpu'; valid targets: arm64, cortex-a53, cortex-a72, "
+                                        "cortex-a76, host, neoverse-n1"):
         edgetune.compile(two_outputs(), "tpu")
     with pytest.raises(UserError, match="missing b"):
         edgetune.compile(two_outputs(), inputs={"a": np.zeros((2, 5), np.float32)})

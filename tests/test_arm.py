@@ -1,0 +1,196 @@
+"""ARM64: presets, cross-compilation, and aarch64 libraries run on an emulated device (qemu) over TVM RPC.
+
+The emulated devices are edgetune's C++ RPC server under qemu-user (targets/emulator.py), bound to 127.0.0.1.
+Tests that need the cross compiler or qemu skip with the fix when they are missing (setup.sh installs them
+when run as root).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import edgetune
+from edgetune.errors import UserError
+from edgetune.targets import get_target
+from edgetune.targets.arm import PRESETS
+from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command, serving
+from edgetune.targets.rpc import RemoteDevice, connect
+from edgetune.validate import reference_outputs
+
+from onnx_models import light
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGETUNE = str(Path(sys.executable).parent / "edgetune")
+SVE_TARGET = '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+sve"]}'
+EM_AARCH64 = 183  # ELF e_machine
+
+needs_tools = pytest.mark.skipif(
+    bool(missing_tools()),
+    reason=f"needs {' '.join(missing_tools())}: `apt-get install {' '.join(missing_tools())}` as root "
+           "(setup.sh does it)")
+
+
+def run(*args, env=None):
+    return subprocess.run([EDGETUNE, *map(str, args)], capture_output=True, text=True, timeout=600, env=env)
+
+
+def one_line_error(result, status=2):
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def a72():
+    """One emulated Cortex-A72 (Raspberry Pi 4) for the whole session."""
+    with emulated_device("cortex-a72") as device:
+        yield device
+
+
+@pytest.fixture(scope="session")
+def digits_arm(digits_model, tmp_path_factory):
+    """The digits CNN compiled for cortex-a72 without a device: cross-compiled and exported only."""
+    out = tmp_path_factory.mktemp("arm") / "digits"
+    result = run("compile", digits_model, "-t", "cortex-a72", "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_presets_and_aliases():
+    features = {t.name: t.tvm_target().attrs for t in PRESETS}
+    assert set(features) == {"arm64", "cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1"}
+    for name, attrs in features.items():
+        assert str(attrs["mtriple"]).startswith("aarch64") and "+neon" in list(attrs["mattr"])
+        assert ("+dotprod" in list(attrs["mattr"])) == (name in ("cortex-a76", "neoverse-n1")), name
+        assert get_target(name).channel_block() == 4  # NEON: 4 float32 lanes
+    pi4 = get_target("raspberry-pi/4b-aarch64")
+    assert pi4.tvm_target().attrs["mcpu"] == "cortex-a72" and not pi4.runs_locally
+    raw = get_target(SVE_TARGET)
+    assert "+sve" in list(raw.tvm_target().attrs["mattr"]) and get_target(raw.name).config == raw.config
+    with pytest.raises(UserError, match="not a 64-bit ARM"):
+        get_target("arm/rasp4b")  # a 32-bit board tag
+    listing = run("targets").stdout
+    assert "cortex-a76: Cortex-A76 (Raspberry Pi 5); cortex-a76: neon, dotprod" in listing
+    assert "raspberry-pi/4b-aarch64" in listing
+
+
+def test_device_flags_are_checked():
+    assert RemoteDevice.from_flags(None, None, None) is None
+    assert RemoteDevice.from_flags("127.0.0.1:9090", None, None) == RemoteDevice("127.0.0.1", 9090)
+    for flags, fragment in [(("127.0.0.1", None, None), "not HOST:PORT"),
+                            ((None, "127.0.0.1:9190", None), "needs --rpc-key"),
+                            ((None, None, "pi4"), "needs --rpc-tracker"),
+                            (("h:1", "h:2", "pi4"), "not both")]:
+        with pytest.raises(UserError, match=fragment):
+            RemoteDevice.from_flags(*flags)
+
+
+@needs_tools
+def test_compile_without_device_cross_compiles_and_skips_validation(digits_arm):
+    out, stdout = digits_arm
+    assert (out / "model.so").read_bytes()[18] == EM_AARCH64
+    assert "validation and profiling skipped" in stdout and "no device was given" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"]["skipped"] and "no device was given" in manifest["validation"]["reason"]
+    assert manifest["latency"] is None and not (out / "latency.json").exists()
+    assert manifest["target"]["tvm"]["mcpu"] == "cortex-a72"
+
+
+@needs_tools
+@pytest.mark.parametrize("name", ["digits", "light_squeezenet"])
+def test_fp32_models_match_onnxruntime_on_emulated_device(name, a72, digits_model, tmp_path):
+    path = digits_model if name == "digits" else light(name)
+    compiled = edgetune.compile(path, "cortex-a72", device=a72)
+    assert compiled.validation.passed, compiled.validation.summary()
+    assert "emulated" in compiled.metadata["validated_on"]
+    feed = compiled.signature.random_feed(7)
+    for got, want in zip(compiled.run(feed), reference_outputs(onnx.load(str(path)), feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    report = compiled.profile(warmup=1, repeat=3)
+    assert report.emulated and "qemu" in report.device and len(report.samples_ms) == 3
+    assert report.kernels == [] and "RPC" in report.kernels_skipped
+    assert report.format_table().startswith("NOTE: measured under emulation")
+    compiled.save(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "latency.json").read_text())["emulated"] is True
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["latency"]["emulated"] is True
+
+
+@needs_tools
+def test_cli_profile_over_rpc_marks_emulated_latency(digits_arm, a72):
+    out, _ = digits_arm
+    result = run("profile", out, "--rpc", f"{a72.host}:{a72.port}", "--repeat", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("NOTE: measured under emulation (qemu)")
+    assert "no per-kernel breakdown" in result.stdout
+    log = json.loads((out / "latency.json").read_text())
+    assert log["emulated"] is True and "cortex-a72 emulated" in log["device"] and len(log["samples_ms"]) == 3
+
+    result = run("profile", out, "--rpc", "127.0.0.1:1")
+    assert "cannot reach the RPC server at 127.0.0.1:1" in one_line_error(result)
+
+
+@needs_tools
+def test_sve_library_on_cortex_a53_is_an_instruction_set_mismatch(digits_model, tmp_path):
+    with emulated_device("cortex-a53") as a53:
+        address = f"{a53.host}:{a53.port}"
+        result = run("compile", digits_model, "-t", SVE_TARGET, "-o", tmp_path / "sve", "--rpc", address)
+        line = one_line_error(result)
+        assert "the library uses instructions the device's CPU lacks" in line
+        assert "+sve" in line and "cortex-a53" in line
+        assert not (tmp_path / "sve").exists()
+        # The same device still serves, and runs the NEON build: it was the instructions, not the device.
+        result = run("compile", digits_model, "-t", "arm64", "-o", tmp_path / "neon", "--rpc", address)
+        assert result.returncode == 0, result.stderr
+        assert "validation passed" in result.stdout
+
+
+@needs_tools
+def test_library_for_another_architecture_is_refused_by_the_device(digits_model, a72, tmp_path):
+    result = run("compile", digits_model, "-t", "host", "-o", tmp_path / "x86", "--rpc", f"{a72.host}:{a72.port}")
+    assert "cannot load a library built for host" in one_line_error(result)
+    assert not (tmp_path / "x86").exists()
+
+
+@needs_tools
+def test_cpp_example_runs_the_library_under_qemu(digits_arm, tmp_path):
+    out, _ = digits_arm
+    program = build_program(ROOT / "examples" / "cpp" / "run_model.cc", tmp_path / "run_model")
+    image = np.load(ROOT / "examples" / "digits" / "digits_samples.npz")["image"]
+    image.tofile(tmp_path / "image.f32")
+    result = subprocess.run([*qemu_command("cortex-a72"), str(program), str(out / "model.so"),
+                             str(tmp_path / "image.f32"), "x".join(map(str, image.shape))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    header, values = result.stdout.strip().split(":")
+    assert header == "output 0 [1 10]"
+    want = reference_outputs(onnx.load(str(ROOT / "examples" / "digits" / "digits_cnn.onnx")), {"image": image})
+    np.testing.assert_allclose(np.array(values.split(), dtype=np.float32), want[0].ravel(), rtol=1e-4, atol=1e-5)
+
+
+@needs_tools
+def test_missing_cross_compiler_is_a_one_line_error(digits_model, tmp_path):
+    result = run("compile", digits_model, "-t", "cortex-a72", "-o", tmp_path / "a", "--cross-compiler",
+                 "aarch64-nowhere-g++")
+    assert "cross compiler aarch64-nowhere-g++ not found" in one_line_error(result)
+    # The default compiler, absent from PATH: the message names the package.
+    result = run("compile", digits_model, "-t", "cortex-a72", "-o", tmp_path / "b",
+                 env={"PATH": str(Path(sys.executable).parent)})
+    assert "apt-get install g++-aarch64-linux-gnu" in one_line_error(result)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    result = run("compile", digits_model, "-t", "host", "-o", tmp_path / "c", "--cross-compiler", "g++")
+    assert "no cross compiler to replace" in one_line_error(result)
+
+
+def test_tracker_without_the_key_answers_instead_of_blocking():
+    tracker = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", "9190",
+               "--port-end", "9290"]
+    with serving(tracker, r"bind to 127\.0\.0\.1:(\d+)") as ready:
+        with pytest.raises(UserError, match="has no device with key 'pi4'"):
+            connect(RemoteDevice("127.0.0.1", int(ready.group(1)), key="pi4", timeout_s=10))
