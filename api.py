@@ -167,11 +167,12 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         feed = dict(opts.inputs)
         imported.signature.check_feed(feed)
     quantization = None
-    if opts.quantize is None:
+    if opts.quantize is None and not _prequantized(loaded.proto):
         passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
     else:
         passed, quantization, sample = timed("quantize", lambda: _quantize(imported, pass_config, opts, say))
-        feed = feed if feed is not None else dict(zip(imported.signature.input_names, sample))
+        if feed is None and sample is not None:
+            feed = dict(zip(imported.signature.input_names, sample))
     if opts.validate and feed is None:
         feed = imported.signature.random_feed(opts.seed)
     lowered, tuning = passed.mod, None
@@ -215,7 +216,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     say("validate...")
     reference = reference_outputs(loaded.proto, feed)
     actual = compiled.run(feed)
-    inputs = ("user inputs" if opts.inputs is not None else "a held-out calibration sample" if quantization
+    inputs = ("user inputs" if opts.inputs is not None else "a held-out calibration sample" if opts.quantize
               else f"random (seed {opts.seed})")
     if compiled.device is not None:
         compiled.metadata["validated_on"] = compiled.session().device_name
@@ -227,18 +228,34 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     return compiled
 
 
-def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Progress):
-    """Calibrate on the host CPU and run the pipeline with the int8 plan: (PassResult, QuantReport, the
-    held-out sample used for validation)."""
-    from .passes.quantize import QuantizeConfig, quantize_plan
+# Operators that make a model pre-quantized: its own scales decide which layers run in integers.
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger",
+                 "MatMulInteger"}
 
-    if opts.quantize != "int8":
+
+def _prequantized(model) -> bool:
+    return any(node.op_type in QUANTIZED_OPS for node in model.graph.node)
+
+
+def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Progress):
+    """Run the pipeline with an int8 plan: calibrated on the host CPU (`--quantize int8`; layers the model
+    already quantizes keep its scales), or the one a pre-quantized model states. Returns (PassResult,
+    QuantReport, the held-out calibration sample for validation or None)."""
+    from .passes.quantize import QuantizeConfig, plan_from_model, quantize_plan
+
+    if opts.quantize not in (None, "int8"):
         raise UserError(f"--quantize {opts.quantize!r} is not supported; the only choice is int8")
-    if opts.calibration is None:
+    if opts.quantize and opts.calibration is None:
         raise UserError("--quantize int8 needs --calibration DATA (a .npz of input samples, or a folder of "
                         ".npy/.npz files)")
     if pass_config.opt_level < 1:
-        raise UserError("--quantize int8 needs --opt-level 1 or higher (it quantizes after the folding passes)")
+        if opts.quantize:
+            raise UserError("--quantize int8 needs --opt-level 1 or higher (it quantizes after the folding passes)")
+        return run_passes(imported.mod, pass_config), None, None  # pre-quantized: run as fake-quant float
+    float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
+    if not opts.quantize:
+        plan, report = plan_from_model(float_part.mod, pass_config.channel_block)
+        return _realized(float_part, pass_config, plan), report, None
     config = QuantizeConfig(method=opts.calibration_method, power_of_two=opts.power_of_two,
                             max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block)
     samples = load_samples(opts.calibration, imported.signature)
@@ -256,9 +273,14 @@ def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Prog
 
     plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
                                  len(imported.signature.outputs), samples.labels, say)
+    return _realized(float_part, pass_config, plan), report, samples.samples[-1]
+
+
+def _realized(float_part: PassResult, pass_config: PassConfig, plan) -> PassResult:
+    """The rest of the pipeline, from the calibration point on, with `plan` realized."""
     pass_config = PassConfig(pass_config.opt_level, pass_config.channel_block, pass_config.edgetune_passes, plan)
     rest = run_passes(float_part.mod, pass_config, start_after=CALIBRATE_AFTER)
-    return PassResult(rest.mod, float_part.records + rest.records), report, samples.samples[-1]
+    return PassResult(rest.mod, float_part.records + rest.records)
 
 
 def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tuple[Any, dict]:

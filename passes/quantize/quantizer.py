@@ -164,9 +164,9 @@ def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], co
         _bar(say, "calibrate", i + 1, len(calib))
     float_runs = [observed.split(_flatten(run_float(s)), n_outputs) for s in holdout]
     ranges = [observer.range(config.method, config.percentile) for observer in observers]
-    plan = QuantPlan({u.index: activation_quant(*ranges[observed.input_slot[u.index]], config.scheme,
-                                                config.power_of_two) for u in units},
-                     config.power_of_two, config.channel_block)
+    plan = QuantPlan({u.index: u.input_quant or activation_quant(*ranges[observed.input_slot[u.index]],
+                                                                 config.scheme, config.power_of_two)
+                      for u in units}, config.power_of_two, config.channel_block)
     while True:
         say(f"calibrate: checking the int8 model ({len(units) - len(plan.float_units)} of {len(units)} layers)...")
         run_quant = build_runner(RealizeQuantization(plan)(instrumented))
@@ -190,6 +190,18 @@ def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], co
                                          [round(v, 6) for v in ranges[observed.input_slot[u.index]]],
                                          quant.scale, quant.zero_point, _finite(layer_sqnr[u.index])))
     return plan, report
+
+
+def plan_from_model(mod: tvm.IRModule, channel_block: int = 0) -> tuple[QuantPlan, QuantReport]:
+    """The plan a pre-quantized (QDQ or QOperator) model states: its units whose input carries a
+    quantize/dequantize pair, with the model's own scales. No calibration, no accuracy check."""
+    units = [u for u in find_units(mod["main"], channel_block) if u.input_quant is not None]
+    report = QuantReport("from the model", units[0].input_quant.dtype if units else "uint8", 0, 0, "none",
+                         None, None, None, None)
+    for u in units:
+        report.layers.append(LayerReport(u.name, list(u.weight.shape), True, [], u.input_quant.scale,
+                                         u.input_quant.zero_point, None))
+    return QuantPlan({u.index: u.input_quant for u in units}, channel_block=channel_block), report
 
 
 def _finite(value: float) -> float | None:

@@ -4,7 +4,8 @@ A unit is `conv2d(x, W)` (ungrouped, NCHW/OIHW, input channels a multiple of 4 f
 products) or `matmul(x, W)` with a 2-D constant W, followed by an optional per-channel bias add and ReLU /
 max / min clamps with scalar bounds, each intermediate used once. After `FoldScaleIntoWeights` and
 `ElementwiseActivations` this covers conv + BatchNorm + ReLU/ReLU6 and dense + bias + ReLU. The unit is the
-granularity of quantization: one input tensor, one weight, one output tensor.
+granularity of quantization: one input tensor, one weight, one output tensor. In a pre-quantized (QDQ)
+model the unit's input is the tensor in front of its quantize/dequantize pair, with the model's scale.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tvm import relax
 
 from ..fold_scale import per_channel
 from ..rewrite import use_counts
+from .params import TensorQuant
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Unit:
     lo: float  # clamp applied by the epilogue (-inf / inf: none)
     hi: float
     chain: list[relax.Var]  # bound variables from the producer to the output, in order
+    input_quant: TensorQuant | None = None  # given by the model (a QDQ pair in front of it), not calibrated
 
     @property
     def output(self) -> relax.Var:
@@ -71,6 +74,22 @@ def _producer_kind(call: relax.Expr, channel_block: int) -> str | None:
     if call.op.name == "relax.matmul" and len(weight_shape) == 2 and weight_shape[0] % 4 == 0:
         return "dense"
     return None
+
+
+def _qdq_source(data: relax.Expr, values: dict[relax.Var, relax.Expr]) -> tuple[relax.Expr, TensorQuant] | None:
+    """`(x, its quantization)` if `data` is `dequantize(quantize(x, s, z), s, z)` with per-tensor constants:
+    a pre-quantized (QDQ) model's statement of how the tensor is quantized."""
+    dq = values.get(data) if isinstance(data, relax.Var) else None
+    if not (isinstance(dq, relax.Call) and isinstance(dq.op, tvm.ir.Op) and dq.op.name == "relax.dequantize"):
+        return None
+    q = values.get(dq.args[0]) if isinstance(dq.args[0], relax.Var) else None
+    if not (isinstance(q, relax.Call) and isinstance(q.op, tvm.ir.Op) and q.op.name == "relax.quantize"):
+        return None
+    params = [_const_scalar(arg) for arg in (*q.args[1:3], *dq.args[1:3])]
+    dtype = str(q.ty.dtype)
+    if None in params or params[:2] != params[2:] or dtype not in ("uint8", "int8") or params[0] <= 0:
+        return None
+    return q.args[0], TensorQuant(params[0], int(params[1]), dtype)
 
 
 def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
@@ -120,5 +139,7 @@ def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
             else:
                 break
             chain.append(next_var)
-        units.append(Unit(len(units), kind, call, call.args[0], weight, bias, lo, hi, chain))
+        source = _qdq_source(call.args[0], values)
+        data, input_quant = source if source is not None else (call.args[0], None)
+        units.append(Unit(len(units), kind, call, data, weight, bias, lo, hi, chain, input_quant))
     return units
