@@ -45,7 +45,7 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
             )
     except (tvm.error.OpNotImplemented, NotImplementedError) as exc:
         raise UserError(f"the importer cannot convert this model: {_summary(exc)}") from None
-    except (ValueError, tvm.error.TVMError, AssertionError, KeyError, IndexError) as exc:
+    except (ValueError, RuntimeError, AssertionError, KeyError, IndexError) as exc:  # TVM errors are RuntimeErrors
         raise UserError(f"the importer rejected the model ({type(exc).__name__}: {_summary(exc)}); "
                         "check the graph with `edgetune inspect` or re-export it") from None
     outputs = _output_specs(mod, [o.name for o in proto.graph.output])

@@ -188,3 +188,62 @@ def test_cli_quantize(digits_split, tmp_path):
     np.savez(tmp_path / "wrong.npz", image=np.zeros((3, 2, 8, 8), np.float32))
     bad = run("compile", model, "-o", tmp_path / "bad", "--quantize", "int8", "--calibration", tmp_path / "wrong.npz")
     assert bad.returncode == 2 and "expected [1, 1, 8, 8]" in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("quant_format", ["QDQ", "QOperator"])
+def test_prequantized_models_run_integer_kernels_with_their_own_scales(digits_split, quant_format, tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    model, x_train, x_test, y_test = digits_split
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(x_train[:64])
+
+        def get_next(self):
+            sample = next(self.samples, None)
+            return None if sample is None else {"image": sample[None]}
+
+    path = tmp_path / "digits_int8.onnx"
+    quantize_static(str(model), str(path), Reader(), quant_format=getattr(QuantFormat, quant_format),
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    compiled = edgetune.compile(path, "host")  # no --quantize: the model's own quantization is used
+    layers = compiled.metadata["quantization"]["layers"]
+    assert len(layers) == 3 and all(l["quantized"] for l in layers)
+    assert sum("int8" in k for k in compiled.metadata["schedules"]["kernels"]) == 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    output_step = max(l.float_data[0] if l.float_data else numpy_helper.to_array(l).item()
+                      for l in onnx.load(path).graph.initializer if l.name.startswith("logits") and "scale" in l.name)
+    ours = np.stack([compiled.run([x[None]])[0][0] for x in x_test[:120]])
+    reference = np.stack([session.run(None, {"image": x[None]})[0][0] for x in x_test[:120]])
+    assert np.abs(ours - reference).max() <= output_step * 1.0001  # within one quantization step
+    assert np.mean(ours.argmax(1) == y_test[:120]) >= np.mean(reference.argmax(1) == y_test[:120]) - 0.01
+
+
+def test_conv_integer_and_qlinear_matmul_match_onnxruntime():
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8)
+    w = rng.integers(-128, 128, (4, 8, 3, 3)).astype(np.int8)
+    a = rng.integers(0, 256, (5, 8)).astype(np.uint8)
+    b = rng.integers(-128, 128, (8, 3)).astype(np.int8)
+    const = lambda name, value: numpy_helper.from_array(np.asarray(value), name)  # noqa: E731
+    nodes = [helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["mm"])]
+    graph = helper.make_graph(
+        nodes, "q", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 8, 6, 6]),
+                     helper.make_tensor_value_info("a", TensorProto.UINT8, [5, 8])],
+        [helper.make_tensor_value_info("conv", TensorProto.INT32, [1, 4, 6, 6]),
+         helper.make_tensor_value_info("mm", TensorProto.UINT8, [5, 3])],
+        [const("w", w), const("xz", np.uint8(17)), const("wz", np.int8(-3)), const("b", b),
+         const("as", np.float32(0.02)), const("az", np.uint8(120)), const("bs", np.float32(0.01)),
+         const("bz", np.int8(0)), const("ys", np.float32(0.05)), const("yz", np.uint8(128))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    compiled = edgetune.compile(model, "host", validate=False)
+    conv, mm = compiled.run([x, a])
+    conv_ref, mm_ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "a": a})
+    np.testing.assert_array_equal(conv, conv_ref)  # integer convolution: exact
+    assert np.abs(mm.astype(int) - mm_ref.astype(int)).max() <= 1

@@ -81,6 +81,8 @@ class _Realizer(relax.PyExprMutator):
 
     def _quantized_input(self, unit: Unit) -> tuple[relax.Expr, TensorQuant]:
         quant = self.plan.inputs[unit.index]
+        if unit.input not in self.quantized and unit.quantized_input is not None:  # the model's integer tensor
+            self.quantized[unit.input] = self.visit_expr(unit.quantized_input)
         if unit.input not in self.quantized:
             x = self.visit_expr(unit.input)
             q = relax.op.round(relax.op.divide(x, relax.const(quant.scale, "float32")))

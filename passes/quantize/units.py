@@ -34,6 +34,7 @@ class Unit:
     hi: float
     chain: list[relax.Var]  # bound variables from the producer to the output, in order
     input_quant: TensorQuant | None = None  # given by the model (a QDQ pair in front of it), not calibrated
+    quantized_input: relax.Expr | None = None  # the model's own integer tensor behind `input`, if any
 
     @property
     def output(self) -> relax.Var:
@@ -76,20 +77,28 @@ def _producer_kind(call: relax.Expr, channel_block: int) -> str | None:
     return None
 
 
-def _qdq_source(data: relax.Expr, values: dict[relax.Var, relax.Expr]) -> tuple[relax.Expr, TensorQuant] | None:
-    """`(x, its quantization)` if `data` is `dequantize(quantize(x, s, z), s, z)` with per-tensor constants:
-    a pre-quantized (QDQ) model's statement of how the tensor is quantized."""
+def _is_op(expr: relax.Expr | None, name: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+def _model_quantization(data: relax.Expr, values: dict[relax.Var, relax.Expr]
+                        ) -> tuple[relax.Expr, TensorQuant, relax.Expr | None] | None:
+    """How a pre-quantized model says `data` is quantized, if it does: `data = dequantize(t, s, z)` with
+    per-tensor constants. Returns (the unit's input, its quantization, the integer tensor to read or None):
+    for `t = quantize(x, s, z)` the input is x (so a producing unit can requantize straight into it);
+    for any other integer t (pooled or reshaped in uint8, QOperator style) the unit reads t itself."""
     dq = values.get(data) if isinstance(data, relax.Var) else None
-    if not (isinstance(dq, relax.Call) and isinstance(dq.op, tvm.ir.Op) and dq.op.name == "relax.dequantize"):
+    if not _is_op(dq, "relax.dequantize"):
         return None
+    scale, zero_point = _const_scalar(dq.args[1]), _const_scalar(dq.args[2])
+    dtype = str(dq.args[0].ty.dtype)
+    if scale is None or zero_point is None or scale <= 0 or dtype not in ("uint8", "int8"):
+        return None
+    quant = TensorQuant(scale, int(zero_point), dtype)
     q = values.get(dq.args[0]) if isinstance(dq.args[0], relax.Var) else None
-    if not (isinstance(q, relax.Call) and isinstance(q.op, tvm.ir.Op) and q.op.name == "relax.quantize"):
-        return None
-    params = [_const_scalar(arg) for arg in (*q.args[1:3], *dq.args[1:3])]
-    dtype = str(q.ty.dtype)
-    if None in params or params[:2] != params[2:] or dtype not in ("uint8", "int8") or params[0] <= 0:
-        return None
-    return q.args[0], TensorQuant(params[0], int(params[1]), dtype)
+    if _is_op(q, "relax.quantize") and [_const_scalar(a) for a in q.args[1:3]] == [scale, zero_point]:
+        return q.args[0], quant, None
+    return data, quant, dq.args[0]
 
 
 def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
@@ -139,7 +148,6 @@ def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
             else:
                 break
             chain.append(next_var)
-        source = _qdq_source(call.args[0], values)
-        data, input_quant = source if source is not None else (call.args[0], None)
-        units.append(Unit(len(units), kind, call, data, weight, bias, lo, hi, chain, input_quant))
+        data, input_quant, quantized_input = _model_quantization(call.args[0], values) or (call.args[0], None, None)
+        units.append(Unit(len(units), kind, call, data, weight, bias, lo, hi, chain, input_quant, quantized_input))
     return units
