@@ -170,7 +170,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     if opts.quantize is None and not _prequantized(loaded.proto):
         passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
     else:
-        passed, quantization, sample = timed("quantize", lambda: _quantize(imported, pass_config, opts, say))
+        passed, quantization, sample = timed("quantize", lambda: _quantize(imported, target, pass_config, opts,
+                                                                               say))
         if feed is None and sample is not None:
             feed = dict(zip(imported.signature.input_names, sample))
     if opts.validate and feed is None:
@@ -237,7 +238,7 @@ def _prequantized(model) -> bool:
     return any(node.op_type in QUANTIZED_OPS for node in model.graph.node)
 
 
-def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Progress):
+def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOptions, say: Progress):
     """Run the pipeline with an int8 plan: calibrated on the host CPU (`--quantize int8`; layers the model
     already quantizes keep its scales), or the one a pre-quantized model states. Returns (PassResult,
     QuantReport, the held-out calibration sample for validation or None)."""
@@ -256,7 +257,8 @@ def _quantize(imported, pass_config: PassConfig, opts: CompileOptions, say: Prog
     if not opts.quantize:
         plan, report = plan_from_model(float_part.mod, pass_config.channel_block)
         return _realized(float_part, pass_config, plan), report, None
-    config = QuantizeConfig(method=opts.calibration_method, power_of_two=opts.power_of_two,
+    config = QuantizeConfig(method=opts.calibration_method, scheme=target.int8_activations(),
+                            power_of_two=opts.power_of_two,
                             max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block)
     samples = load_samples(opts.calibration, imported.signature)
     float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)

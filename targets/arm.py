@@ -44,6 +44,9 @@ class ArmTarget(CpuTarget):
         mattr = ", ".join(str(a).lstrip("+") for a in attrs.get("mattr", []) if str(a).startswith("+"))
         return f"{attrs.get('mcpu') or 'generic'}: {mattr or 'base ARMv8-A'}"
 
+    def int8_activations(self) -> str:
+        return "int8"
+
     def check_tools(self) -> None:
         if shutil.which(self.cross_compiler) is None:
             hint = (f"install it with `apt-get install {CROSS_COMPILER_PACKAGE}`"

@@ -69,6 +69,11 @@ class Target(abc.ABC):
         """Activation channel block (NCHW[x]c) this target's conv schedules want; 0 keeps plain NCHW."""
         return 0
 
+    def int8_activations(self) -> str:
+        """The 8-bit type int8 kernels take activations in: what this target's dot instructions multiply
+        (uint8 by int8 on x86: VNNI / AVX2; int8 by int8 on ARM `sdot` and VTA)."""
+        return "uint8"
+
     def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
         """Give the kernels this target's default schedules; returns, per kernel, the rule used (or None).
 

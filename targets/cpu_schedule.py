@@ -18,7 +18,7 @@ from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
-from .dot_intrinsics import uint8_dot_intrinsic
+from .dot_intrinsics import dot_intrinsic
 
 
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
@@ -221,14 +221,15 @@ class Conv2dNCHWcInt8(_CPURule):
     """8-bit conv2d in the blocked layout (`passes.legalize.conv2d_nchwc_int8`), accumulating in int32.
 
     The loop nest of `Conv2dNCHWc`, with the output block x 4-channel dot group as the innermost pair: one
-    `vpdpbusd` per (output pixel, input channel group) where the CPU has VNNI (16 lanes += 4 uint8 x 16 x 4
-    int8), broadcasting the pixel's 4 input bytes against 64 contiguous kernel bytes. Without a dot
-    instruction the pair is plain vector code (correct, not fast). The requantize epilogue runs per tile.
+    dot instruction per (output pixel, input channel group), broadcasting the pixel's 4 input bytes against
+    the block's contiguous kernel bytes: `vpdpbusd` where an x86 CPU has VNNI (16 lanes, uint8 x int8),
+    `sdot` on ARM with `+dotprod` (4 lanes, int8 x int8). Without one the pair is plain vector code (correct,
+    not fast). The requantize epilogue runs per tile.
     """
 
-    def __init__(self, lanes: int, intrinsic: str | None, max_ow_tile: int = 14):
+    def __init__(self, lanes: int, target: Target, max_ow_tile: int = 14):
         super().__init__(lanes)
-        self.intrinsic = intrinsic
+        self.intrinsics = {dtype: dot_intrinsic(target, dtype) for dtype in ("uint8", "int8")}
         self.max_ow_tile = max_ow_tile
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
@@ -250,11 +251,13 @@ class Conv2dNCHWcInt8(_CPURule):
         sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block, dot)
         self.parallel(sch, outer)
         sch.unroll(ow_i)
-        use_dot = self.intrinsic is not None and _extent(sch, oc_block) == 16
+        data = [r.source for r in sch.get(block).reads if len(r.source.shape) == 5 and r.source.dtype in self.intrinsics]
+        intrinsic = self.intrinsics.get(str(data[0].dtype)) if data else None
+        use_dot = intrinsic is not None and _extent(sch, oc_block) == intrinsic.lanes
         if not use_dot:
             sch.unroll(dot)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [] if use_dot else [oc_block],
-                           (oc_block, self.intrinsic) if use_dot else None)
+                           (oc_block, intrinsic.name) if use_dot else None)
         self.schedule_padding(sch, producers)
         return sch
 
@@ -385,7 +388,7 @@ class ParallelVectorize(_CPURule):
 def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
-    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, uint8_dot_intrinsic(target)), Conv2dNCHW(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
+    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
             ParallelVectorize(lanes)]
 
 

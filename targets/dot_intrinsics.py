@@ -1,56 +1,82 @@
-"""Integer dot-product tensor intrinsics: 16 int32 lanes += 4 uint8 x (16 x 4) int8, one instruction.
+"""Integer dot-product tensor intrinsics: `lanes` int32 accumulators += 4 bytes x (lanes x 4) bytes.
 
-TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics now take byte
-vectors, not int32 vectors), so edgetune registers its own with the current signature. The description is
-the same as TVM's (the reduction `C[i] += A[k] * B[i, k]`), so `sch.tensorize` matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
+One instruction multiplies 4 consecutive input bytes (broadcast) by a 4-byte group per output lane and adds
+the sums into the int32 lanes: x86 VNNI `vpdpbusd` (16 lanes, uint8 x int8) and ARM `sdot` (4 lanes, int8 x
+int8, `+dotprod`). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
+now take byte vectors, not int32 vectors), and importing `tvm.s_tir.tensor_intrin` costs minutes, so
+edgetune registers its own. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
+matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tvm
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import codegen
 
-VNNI_16X4 = "edgetune_vnni_u8i8i32_16x4"
+GROUP = 4  # bytes per dot product
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-                   c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-        T.writes(c[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+class DotIntrinsic(NamedTuple):
+    name: str
+    lanes: int
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-                   c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-        T.writes(c[0:16])
-        a_word = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")  # the 4 bytes, broadcast to 16 lanes
-        c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            c.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64"),
-            b.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
+def _description(lanes: int, a_dtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((GROUP,), a_dtype, offset_factor=1), b: T.Buffer((lanes, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:GROUP], b[0:lanes, 0:GROUP])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, GROUP):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    return desc
 
 
-TensorIntrin.register(VNNI_16X4, _dot_16x4_desc, _dot_16x4_vnni, override=True)
+def _implementation(lanes: int, a_dtype: str, llvm_intrinsic: str):
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((GROUP,), a_dtype, offset_factor=1), b: T.Buffer((lanes, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:GROUP], b[0:lanes, 0:GROUP])
+            T.writes(c[0:lanes])
+            a_word = T.reinterpret(a.vload([0], f"{a_dtype}x{GROUP}"), dtype="int32")  # broadcast to all lanes
+            c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                c.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(a_word, lanes), dtype=f"{a_dtype}x{lanes * GROUP}"),
+                b.vload([0, 0], dtype=f"int8x{lanes * GROUP}"),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
 
 
-def uint8_dot_intrinsic(target: tvm.target.Target) -> str | None:
-    """The intrinsic for 16-lane uint8 x int8 dot products on `target`, or None (plain vector code)."""
-    if target.kind.name != "llvm" or "x86" not in str(target.attrs.get("mtriple", "x86_64")):
+def _register(name: str, lanes: int, a_dtype: str, llvm_intrinsic: str) -> DotIntrinsic:
+    TensorIntrin.register(name, _description(lanes, a_dtype), _implementation(lanes, a_dtype, llvm_intrinsic),
+                          override=True)
+    return DotIntrinsic(name, lanes)
+
+
+VNNI_U8I8 = _register("edgetune_vnni_u8i8i32_16x4", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512")
+SDOT_I8I8 = _register("edgetune_sdot_i8i8i32_4x4", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8")
+
+
+def dot_intrinsic(target: tvm.target.Target, data_dtype: str) -> DotIntrinsic | None:
+    """The dot-product intrinsic for `data_dtype` activations on `target`, or None (plain vector code)."""
+    if target.kind.name != "llvm":
         return None
-    if codegen.target_has_features(["avx512vnni"], target):
-        return VNNI_16X4
+    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    if data_dtype == "uint8" and triple.startswith("x86") and codegen.target_has_features(["avx512vnni"], target):
+        return VNNI_U8I8
+    if data_dtype == "int8" and triple.startswith("aarch64") and "+dotprod" in list(target.attrs.get("mattr", [])):
+        return SDOT_I8I8
     return None

@@ -5,6 +5,7 @@ Tests that need the cross compiler or qemu skip with the fix when they are missi
 when run as root).
 """
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -120,6 +121,26 @@ def test_fp32_models_match_onnxruntime_on_emulated_device(name, a72, digits_mode
     compiled.save(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "latency.json").read_text())["emulated"] is True
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["latency"]["emulated"] is True
+
+
+@needs_tools
+@pytest.mark.parametrize("name, cpu", [("digits", "cortex-a76"), ("light_squeezenet", "cortex-a72")])
+def test_int8_models_on_emulated_device_use_sdot_where_the_core_has_it(name, cpu, a72, digits_model, tmp_path):
+    """int8 builds (signed activations, ARM's sdot takes int8 x int8) validated on the emulated core: with
+    +dotprod (a76) the integer convolutions are sdot instructions, without it (a72) plain NEON."""
+    path = digits_model if name == "digits" else light(name)
+    shape = [1, 1, 8, 8] if name == "digits" else [1, 3, 224, 224]
+    samples = np.random.default_rng(0).random((6, *shape), dtype=np.float32)
+    np.savez(tmp_path / "calibration.npz", samples)
+    with emulated_device(cpu) if cpu != "cortex-a72" else contextlib.nullcontext(a72) as device:
+        compiled = edgetune.compile(path, cpu, device=device, quantize="int8",
+                                    calibration=tmp_path / "calibration.npz")
+        assert compiled.validation.passed, compiled.validation.summary()
+    assert compiled.metadata["quantization"]["scheme"] == "int8"
+    assert compiled.metadata["schedules"]["by_rule"].get("Conv2dNCHWcInt8", 0) >= 2
+    disassembly = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(compiled.library)], capture_output=True,
+                                 text=True, check=True).stdout
+    assert ("sdot" in disassembly) == (cpu == "cortex-a76")
 
 
 @needs_tools
