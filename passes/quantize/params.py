@@ -69,10 +69,14 @@ def activation_quant(lo: float, hi: float, scheme: str = "uint8", power_of_two: 
     return TensorQuant(scale, zero_point, "uint8")
 
 
-def weight_quant(weight: np.ndarray, axis: int, power_of_two: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (levels -127..127): (quantized weight, scale per channel)."""
+def weight_quant(weight: np.ndarray, axis: int, power_of_two: bool = False,
+                 per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel (levels -127..127): (quantized weight, scale per channel).
+    `per_channel=False` gives every channel the same scale (an accelerator with one shift per layer)."""
     moved = np.moveaxis(np.asarray(weight, np.float64), axis, 0)
     bound = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+    if not per_channel:
+        bound = np.full_like(bound, bound.max())
     scale = np.where(bound > 0, bound / 127.0, 1.0)
     if power_of_two:
         scale = 2.0 ** np.ceil(np.log2(scale))

@@ -11,7 +11,7 @@ minus its output SQNR) goes back to float, and the check repeats until the drop 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,7 +22,7 @@ from ...validate import sqnr_db
 from .calibration import METHODS, RangeObserver
 from .instrument import with_extra_outputs
 from .params import ACTIVATION_SCHEMES, activation_quant
-from .realize import QuantPlan, RealizeQuantization
+from .realize import Accelerator, QuantPlan, RealizeQuantization
 from .units import Unit, find_units
 
 Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
@@ -38,6 +38,8 @@ class QuantizeConfig:
     max_accuracy_drop: float | None = None  # in points of top-1 (or of top-1 agreement with the float model)
     holdout_fraction: float = 0.2
     channel_block: int = 0  # the target's blocked layout (`PassConfig.channel_block`)
+    per_channel_weights: bool = True
+    quantize_outputs: bool = False  # calibrate every unit's output too (all outputs integer: accelerators)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -139,11 +141,13 @@ def _flatten(result) -> list[np.ndarray]:
 
 def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], config: QuantizeConfig,
                   build_runner: BuildRunner, n_outputs: int, labels: np.ndarray | None = None,
-                  progress: Callable[[str], None] | None = None) -> tuple[QuantPlan, QuantReport]:
+                  progress: Callable[[str], None] | None = None,
+                  accelerator: Accelerator | None = None) -> tuple[QuantPlan, QuantReport]:
     """Calibrate `mod` (after the float passes) on `samples` and decide what to quantize.
 
     `build_runner(module)` compiles a module at this point of the pipeline and returns a function running
-    one sample; `n_outputs` is the model's output count."""
+    one sample; `n_outputs` is the model's output count. The accuracy check runs the integer graph on the
+    CPU; the returned plan hands what it can to `accelerator`."""
     say = progress or (lambda _m: None)
     units = find_units(mod["main"], config.channel_block)
     calib, holdout, held_labels = _split(samples, labels, config.holdout_fraction)
@@ -157,19 +161,31 @@ def quantize_plan(mod: tvm.IRModule, samples: Sequence[Sequence[np.ndarray]], co
     say("calibrate: building the instrumented float model...")
     run_float = build_runner(instrumented)
     observers = [RangeObserver() for _ in observed.inputs]
+    calibration_outputs = []
     for i, sample in enumerate(calib):
-        _, inputs, _ = observed.split(_flatten(run_float(sample)), n_outputs)
-        for observer, value in zip(observers, inputs):
+        run = observed.split(_flatten(run_float(sample)), n_outputs)
+        for observer, value in zip(observers, run[1]):
             observer.update(value)
+        if config.quantize_outputs:
+            calibration_outputs.append(run)
         _bar(say, "calibrate", i + 1, len(calib))
     float_runs = [observed.split(_flatten(run_float(s)), n_outputs) for s in holdout]
     ranges = [observer.range(config.method, config.percentile) for observer in observers]
     plan = QuantPlan({u.index: u.input_quant or activation_quant(*ranges[observed.input_slot[u.index]],
                                                                  config.scheme, config.power_of_two)
-                      for u in units}, config.power_of_two, config.channel_block)
+                      for u in units}, config.power_of_two, config.channel_block,
+                     per_channel_weights=config.per_channel_weights, accelerator=accelerator)
+    if config.quantize_outputs:
+        output_observers = [RangeObserver() for _ in units]
+        for _, _, outputs in float_runs + calibration_outputs:
+            for observer, value in zip(output_observers, outputs):
+                observer.update(value)
+        plan.outputs = {u.index: activation_quant(*observer.range(config.method, config.percentile), config.scheme,
+                                                  config.power_of_two)
+                        for u, observer in zip(units, output_observers)}
     while True:
         say(f"calibrate: checking the int8 model ({len(units) - len(plan.float_units)} of {len(units)} layers)...")
-        run_quant = build_runner(RealizeQuantization(plan)(instrumented))
+        run_quant = build_runner(RealizeQuantization(replace(plan, accelerator=None))(instrumented))
         quant_runs = [observed.split(_flatten(run_quant(s)), n_outputs) for s in holdout]
         layer_sqnr, input_sqnr = _layer_sqnr(float_runs, quant_runs, observed)
         float_acc, quant_acc, drop = _accuracy([r[0][0] for r in float_runs], [r[0][0] for r in quant_runs],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import tvm
@@ -26,6 +27,28 @@ from .units import Unit, find_units
 
 
 @dataclass
+class IntegerUnit:
+    """A realized unit with an integer output, as an accelerator receives it:
+    `clip((conv(x_q, weight) + offset + 2^(shift-1)) >> shift, qmin, qmax)`."""
+
+    name: str
+    kind: str  # "conv2d" or "dense"
+    data: relax.Expr  # the quantized input (8-bit)
+    weight: np.ndarray  # int8, OIHW (conv2d) or K x N (dense)
+    offset: np.ndarray  # int32 per output channel (bias and zero-point correction)
+    shift: int
+    qmin: int
+    qmax: int
+    out: TensorQuant
+    attrs: object  # the float conv2d's attributes (strides, padding, dilation)
+
+
+class Accelerator(Protocol):
+    def offload(self, unit: IntegerUnit) -> relax.Expr | None:
+        """The expression computing `unit` on the accelerator, or None to keep it on the CPU."""
+
+
+@dataclass
 class QuantPlan:
     """What realize needs: the calibrated quantization of each unit's input, and the units kept in float."""
 
@@ -33,6 +56,18 @@ class QuantPlan:
     power_of_two: bool = False
     channel_block: int = 0  # the blocked layout's, which decides the units (see `find_units`)
     float_units: set[int] = field(default_factory=set)
+    per_channel_weights: bool = True
+    # Output quantization of units no quantized unit reads (calibrated when the target wants every unit's
+    # output in integers, as an accelerator that stores int8 does); other outputs take their readers' input's.
+    outputs: dict[int, TensorQuant] = field(default_factory=dict)
+    accelerator: Accelerator | None = None  # takes integer-output units it can run (shift-only requantize)
+
+
+def _clamp_levels(unit: Unit, out: TensorQuant) -> tuple[int, int]:
+    """The output levels the unit's activation clamp allows (ReLU: from the zero point up)."""
+    qlo = out.qmin if math.isinf(unit.lo) else max(out.qmin, out.level(unit.lo))
+    qhi = out.qmax if math.isinf(unit.hi) else min(out.qmax, out.level(unit.hi))
+    return qlo, qhi
 
 
 def _channel_shape(unit: Unit, rank: int) -> list[int]:
@@ -60,8 +95,9 @@ class _Realizer(relax.PyExprMutator):
         self.float_readers: dict[relax.Var, bool] = {}
         for u in units:
             consumers = readers.get(u.output, [])
-            if consumers:
-                self.int_output[u.output] = plan.inputs[consumers[0].index]
+            out = plan.inputs[consumers[0].index] if consumers else plan.outputs.get(u.index)
+            if out is not None:
+                self.int_output[u.output] = out
                 self.float_readers[u.output] = uses.get(u.output, 0) > len(consumers)
         self.quantized: dict[relax.Expr, relax.Expr] = {}  # float tensor -> its quantized twin
 
@@ -98,7 +134,8 @@ class _Realizer(relax.PyExprMutator):
         x_q, x_quant = self._quantized_input(unit)
         rank = len(unit.call.ty.shape.values)
         shape = _channel_shape(unit, rank)
-        w_q, w_scale = weight_quant(unit.weight, unit.channel_axis, self.plan.power_of_two)
+        w_q, w_scale = weight_quant(unit.weight, unit.channel_axis, self.plan.power_of_two,
+                                      self.plan.per_channel_weights)
         bias = unit.bias
         channels = w_q.shape[0] if unit.kind == "conv2d" else w_q.shape[1]
         block = self.plan.channel_block
@@ -129,12 +166,16 @@ class _Realizer(relax.PyExprMutator):
         offset = -x_quant.zero_point * weight_sums
         if bias is not None:
             offset = offset + np.round(bias / real_scale).astype(np.int64)
+        out_quant = self.int_output.get(unit.output)
+        integer_out = out_quant is not None and np.all(real_scale / out_quant.scale < 0.5)
+        offloaded = self._offload(unit, x_q, w_q, offset, real_scale, out_quant) if integer_out else None
         if np.any(offset):
             acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(shape)))
-        out_quant = self.int_output.get(unit.output)
-        if out_quant is not None and np.all(real_scale / out_quant.scale < 0.5):
-            acc = self.builder_.emit(acc, "accumulator")
-            y_q = self.builder_.emit(trim(self._requantize(acc, real_scale, out_quant, unit, shape)), "requantized")
+        if integer_out:
+            if offloaded is None:
+                acc = self.builder_.emit(acc, "accumulator")
+                offloaded = trim(self._requantize(acc, real_scale, out_quant, unit, shape))
+            y_q = self.builder_.emit(offloaded, "requantized")
             self.quantized[unit.output] = y_q
             if not self.float_readers[unit.output]:
                 return None
@@ -149,11 +190,23 @@ class _Realizer(relax.PyExprMutator):
             y = relax.op.minimum(y, relax.const(unit.hi, "float32"))
         return trim(y)
 
+    def _offload(self, unit: Unit, x_q: relax.Expr, w_q: np.ndarray, offset: np.ndarray, real_scale: np.ndarray,
+                 out: TensorQuant) -> relax.Expr | None:
+        """The accelerator's expression for an integer-output unit whose requantization is one shift."""
+        if self.plan.accelerator is None:
+            return None
+        multiplier, shift = fixed_point_multiplier(real_scale / out.scale, self.plan.power_of_two)
+        if np.any(multiplier != 1) or np.any(shift != shift.flat[0]) or out.zero_point:
+            return None
+        qlo, qhi = _clamp_levels(unit, out)
+        return self.plan.accelerator.offload(IntegerUnit(
+            unit.name, unit.kind, x_q, w_q, offset.astype(np.int32), int(shift.flat[0]), qlo, qhi, out,
+            unit.call.attrs))
+
     def _requantize(self, acc: relax.Expr, real_scale: np.ndarray, out: TensorQuant, unit: Unit,
                     shape: list[int]) -> relax.Expr:
         multiplier, shift = fixed_point_multiplier(real_scale / out.scale, self.plan.power_of_two)
-        qlo = out.qmin if math.isinf(unit.lo) else max(out.qmin, out.level(unit.lo))
-        qhi = out.qmax if math.isinf(unit.hi) else min(out.qmax, out.level(unit.hi))
+        qlo, qhi = _clamp_levels(unit, out)
         t = relax.op.astype(acc, "int64")
         if np.any(multiplier != 1):
             t = relax.op.multiply(t, relax.const(multiplier.reshape(shape), "int64"))
