@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -108,6 +108,8 @@ class CompiledModel:
             self.profile(max_seconds=10.0)
         with StagedFolder(outdir) as staged:
             shutil.copyfile(self.library, staged.path / LIBRARY)
+            for extra in self.target.artifact_files(self.library):
+                shutil.copyfile(extra, staged.path / extra.name)
             if self.latency is not None:
                 staged.write_json(LATENCY_JSON, self.latency.to_dict())
                 staged.write_text(LATENCY_CSV, self.latency.to_csv())
@@ -166,12 +168,14 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     if opts.validate and opts.inputs is not None:  # check user inputs before the long part of the work
         feed = dict(opts.inputs)
         imported.signature.check_feed(feed)
-    quantization = None
+    quantization = cpu_twin = None
+    if opts.quantize is None and not _prequantized(loaded.proto) and target.requires_quantization():
+        raise UserError(target.requires_quantization())
     if opts.quantize is None and not _prequantized(loaded.proto):
         passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
     else:
-        passed, quantization, sample = timed("quantize", lambda: _quantize(imported, target, pass_config, opts,
-                                                                               say))
+        passed, quantization, sample, cpu_twin = timed("quantize", lambda: _quantize(imported, target, pass_config,
+                                                                                         opts, say))
         if feed is None and sample is not None:
             feed = dict(zip(imported.signature.input_names, sample))
     if opts.validate and feed is None:
@@ -226,7 +230,27 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
                                   min_sqnr_db=opts.min_sqnr_db if quantization else None)
     if not compiled.validation.passed:
         raise ValidationError(f"validation {compiled.validation.summary()}", compiled)
+    if cpu_twin is not None:
+        say("check the accelerator against the same integer graph on the host CPU...")
+        check = _check_against_cpu(cpu_twin, feed, actual)
+        compiled.metadata["quantization"]["accelerator_check"] = check
+        if not check["exact"]:
+            raise ValidationError(f"the accelerator's outputs differ from the same integer graph on the host CPU "
+                                  f"(max abs difference {check['max_abs_diff']:g})", compiled)
     return compiled
+
+
+def _check_against_cpu(cpu_twin: PassResult, feed: Mapping[str, np.ndarray], actual: list[np.ndarray]) -> dict:
+    """Run the integer graph without offloading on the host and compare: they must agree bit for bit."""
+    host = get_target("host")
+    with tempfile.TemporaryDirectory(prefix="edgetune-twin-") as folder:
+        library = Path(folder) / LIBRARY
+        host.export(host.build(host.schedule(cpu_twin.mod)[0]), library)
+        expected = host.run(host.load(library), list(feed.values()))
+    diffs = [float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64)))) if a.size else 0.0
+             for a, e in zip(actual, expected)]
+    return {"reference": "the same integer graph on the host CPU", "max_abs_diff": max(diffs, default=0.0),
+            "exact": all(np.array_equal(a, e) for a, e in zip(actual, expected))}
 
 
 # Operators that make a model pre-quantized: its own scales decide which layers run in integers.
@@ -252,14 +276,15 @@ def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOp
     if pass_config.opt_level < 1:
         if opts.quantize:
             raise UserError("--quantize int8 needs --opt-level 1 or higher (it quantizes after the folding passes)")
-        return run_passes(imported.mod, pass_config), None, None  # pre-quantized: run as fake-quant float
+        return run_passes(imported.mod, pass_config), None, None, None  # pre-quantized: run as fake-quant float
     float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
     if not opts.quantize:
         plan, report = plan_from_model(float_part.mod, pass_config.channel_block)
-        return _realized(float_part, pass_config, plan), report, None
+        return _realized(float_part, pass_config, plan), report, None, None
+    settings = {"power_of_two": opts.power_of_two, **target.quantization_overrides()}
     config = QuantizeConfig(method=opts.calibration_method, scheme=target.int8_activations(),
-                            power_of_two=opts.power_of_two,
-                            max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block)
+                            max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block,
+                            **settings)
     samples = load_samples(opts.calibration, imported.signature)
     float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
     host = get_target("host")
@@ -274,8 +299,12 @@ def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOp
         return lambda arrays: (folder, host.run(session, arrays))[1]  # the folder lives as long as the runner
 
     plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
-                                 len(imported.signature.outputs), samples.labels, say)
-    return _realized(float_part, pass_config, plan), report, samples.samples[-1]
+                                 len(imported.signature.outputs), samples.labels, say, target.accelerator())
+    realized = _realized(float_part, pass_config, plan)
+    cpu_twin = None
+    if plan.accelerator is not None and plan.accelerator.layers:  # the same graph, every unit on the CPU
+        cpu_twin = _realized(float_part, pass_config, replace(plan, accelerator=None))
+    return realized, report, samples.samples[-1], cpu_twin
 
 
 def _realized(float_part: PassResult, pass_config: PassConfig, plan) -> PassResult:

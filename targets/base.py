@@ -69,6 +69,22 @@ class Target(abc.ABC):
         """Activation channel block (NCHW[x]c) this target's conv schedules want; 0 keeps plain NCHW."""
         return 0
 
+    def quantization_overrides(self) -> dict[str, Any]:
+        """`QuantizeConfig` fields this target fixes (an accelerator's arithmetic), on top of the user's."""
+        return {}
+
+    def requires_quantization(self) -> str | None:
+        """Why a float build makes no sense for this target (the error to show), or None."""
+        return None
+
+    def accelerator(self) -> Any:
+        """A fresh `passes.quantize.Accelerator` taking the integer units this target offloads, or None."""
+        return None
+
+    def artifact_files(self, library: Path) -> list[Path]:
+        """Files next to the exported library that belong to the artifact (checksummed with it)."""
+        return []
+
     def int8_activations(self) -> str:
         """The 8-bit type int8 kernels take activations in: what this target's dot instructions multiply
         (uint8 by int8 on x86: VNNI / AVX2; int8 by int8 on ARM `sdot` and VTA)."""

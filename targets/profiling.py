@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import UserError
 
 BUILTIN_PREFIXES = ("vm.builtin.", "vm.")
-EMULATED_NOTE = ("NOTE: measured under emulation (qemu); these times measure the emulator, not the device's "
-                 "latency")
+EMULATED_NOTE = ("NOTE: measured under emulation (qemu, or edgetune's VTA simulator); these times measure the "
+                 "emulator, not the device's latency")
 
 
 @dataclass
@@ -64,6 +64,9 @@ class LatencyReport:
     # Timed under an emulator (qemu): the numbers measure the emulator, never the device.
     emulated: bool = False
     kernels_skipped: str = ""  # why there is no per-kernel breakdown, when there is none
+    # Per accelerator layer (VTA): the timing model's cycles, latency at the clock, utilisation, and the
+    # simulator's DRAM traffic and operation counts.
+    accelerator: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -99,6 +102,7 @@ class LatencyReport:
             "kernels": [asdict(k) for k in self.kernels],
             "kernel_check": self.kernel_check(),
             **({"kernels_skipped": self.kernels_skipped} if self.kernels_skipped else {}),
+            **({"accelerator": self.accelerator} if self.accelerator else {}),
         }
 
     @classmethod
@@ -107,7 +111,8 @@ class LatencyReport:
         return cls(device=data["device"], threads=e2e["threads"], warmup=e2e["warmup"], repeat=e2e["repeat"],
                    samples_ms=list(data["samples_ms"]), kernels=[KernelStat(**k) for k in data["kernels"]],
                    kernel_runs=check["runs"], instrumented_ms=check["instrumented_end_to_end_ms"],
-                   emulated=data.get("emulated", False), kernels_skipped=data.get("kernels_skipped", ""))
+                   emulated=data.get("emulated", False), kernels_skipped=data.get("kernels_skipped", ""),
+                   accelerator=list(data.get("accelerator", [])))
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -133,6 +138,13 @@ class LatencyReport:
             lines.insert(0, EMULATED_NOTE)
         if self.kernels_skipped:
             lines.append(f"  no per-kernel breakdown: {self.kernels_skipped}")
+        if self.accelerator:
+            total = sum(layer["latency_ms"] for layer in self.accelerator)  # each layer runs once per inference
+            lines.append(f"  accelerator layers (timing model; {total:.3f} ms per inference at the device clock):")
+            for layer in self.accelerator:
+                dram = sum(layer["dram_bytes"].values())
+                lines.append(f"    {layer['layer']:<12} {layer['cycles']:>10} cycles  {layer['latency_ms']:.3f} ms  "
+                             f"GEMM util {100 * layer['gemm_utilisation']:.1f}%  DRAM {dram} bytes")
         if self.kernels:
             check = self.kernel_check()
             lines.append(f"  kernels ({len(self.kernels)} functions; calls sum to {check['sum_of_calls_ms']:.3f} ms "

@@ -11,6 +11,8 @@ from ..errors import UserError
 from . import arm
 from .base import Target
 from .host import HostTarget
+from .vta.config import PRESETS as VTA_PRESETS
+from .vta.target import VTATarget
 
 _PRESETS: dict[str, Callable[[], Target]] = {}
 
@@ -41,3 +43,5 @@ def get_target(name: str | Target) -> Target:
 register_target("host", HostTarget)
 for _preset in arm.PRESETS:
     register_target(_preset.name, lambda preset=_preset: preset)
+for _vta in VTA_PRESETS:
+    register_target(_vta, lambda preset=_vta: VTATarget(preset))

@@ -73,6 +73,7 @@ class QuantReport:
     accuracy_drop: float | None  # points
     output_sqnr_db: float | None
     layers: list[LayerReport] = field(default_factory=list)
+    accelerator_check: dict | None = None  # offloaded layers against the same integer graph on the host CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +90,10 @@ class QuantReport:
                      f"{_pct(self.float_accuracy)} float -> {_pct(self.quantized_accuracy)} int8 "
                      f"(drop {self.accuracy_drop:.2f} points)")
         lines = [head]
+        if self.accelerator_check is not None:
+            lines.append(f"  accelerator against {self.accelerator_check['reference']}: "
+                         + ("bit-exact" if self.accelerator_check["exact"] else
+                            f"max abs difference {self.accelerator_check['max_abs_diff']:g}"))
         for layer in self.layers:
             lines.append(f"  {layer.name:<12} {'x'.join(map(str, layer.weight_shape)):<14} "
                          f"{'int8 ' if layer.quantized else 'float'} SQNR {_db(layer.sqnr_db)}")
