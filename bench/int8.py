@@ -58,20 +58,21 @@ def ort_quantized(path: Path, input_name: str, samples: np.ndarray, out: Path) -
     return out
 
 
-def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
+def bench_model(name: str, threads: int, rounds: int, budget_s: float, mcpu: str | None) -> dict:
     import edgetune
-    from edgetune.targets.host import set_threads
+    from edgetune.targets.host import HostTarget, set_threads
 
     set_threads(threads)
     path = model_path(name)
+    target = HostTarget(mcpu)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = edgetune.compile(path, "host")
+        fp32 = edgetune.compile(path, target)
         spec = fp32.signature.inputs[0]
         samples = np.random.default_rng(0).random((SAMPLES, *spec.shape), dtype=np.float32)
         calibration = Path(tmp) / "calibration.npz"
         np.savez(calibration, **{spec.name: samples})
         start = time.perf_counter()
-        int8 = edgetune.compile(path, "host", quantize="int8", calibration=calibration)
+        int8 = edgetune.compile(path, target, quantize="int8", calibration=calibration)
         compile_s = time.perf_counter() - start
         ort_int8_path = ort_quantized(path, spec.name, samples, Path(tmp) / "ort_int8.onnx")
         feed = {spec.name: samples[-1]}
@@ -90,7 +91,7 @@ def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
             for key, fn in runners.items():
                 times[key].append(time_calls(fn, budget_s / rounds))
     medians = {k: statistics.median(v) for k, v in times.items()}
-    return {"model": name, "threads": threads, "int8_compile_s": compile_s, "median_ms": medians,
+    return {"model": name, "threads": threads, "mcpu": target.mcpu, "int8_compile_s": compile_s, "median_ms": medians,
             "int8_speedup_over_fp32": medians["edgetune fp32"] / medians["edgetune int8"],
             "int8_ratio_to_onnxruntime_int8": medians["edgetune int8"] / medians["onnxruntime int8"],
             "quantization": int8.metadata["quantization"]["output_sqnr_db"],
@@ -98,11 +99,11 @@ def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | threads | edgetune fp32 ms | edgetune int8 ms | ort fp32 ms | ort int8 ms | "
+    lines = ["| model (mcpu) | threads | edgetune fp32 ms | edgetune int8 ms | ort fp32 ms | ort int8 ms | "
              "int8 speedup | int8 / ort int8 |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["model"], r["threads"])):
         m = r["median_ms"]
-        lines.append(f"| {r['model']} | {r['threads']} | {m['edgetune fp32']:.2f} | {m['edgetune int8']:.2f} | "
+        lines.append(f"| {r['model']} ({r['mcpu']}) | {r['threads']} | {m['edgetune fp32']:.2f} | {m['edgetune int8']:.2f} | "
                      f"{m['onnxruntime fp32']:.2f} | {m['onnxruntime int8']:.2f} | "
                      f"{r['int8_speedup_over_fp32']:.2f}x | {r['int8_ratio_to_onnxruntime_int8']:.2f} |")
     return "\n".join(lines)
@@ -115,11 +116,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per model, runtime, thread count")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "int8.json")
+    parser.add_argument("--mcpu", help="build for this x86 core instead of the host's (e.g. haswell: AVX2, no "
+                                       "VNNI); onnxruntime still uses this machine's instructions")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads_list = [int(t) for t in args.threads.split(",")]
     if args.worker:
-        print(json.dumps([bench_model(n, threads_list[0], args.rounds, args.seconds)
+        print(json.dumps([bench_model(n, threads_list[0], args.rounds, args.seconds, args.mcpu)
                           for n in args.models.split(",")]))
         return
     results = []
@@ -128,7 +131,8 @@ def main() -> None:
         for threads in threads_list:
             print(f"== {name}, {threads} thread(s)", file=sys.stderr, flush=True)
             out = subprocess.run([sys.executable, __file__, "--worker", "--models", name, "--threads", str(threads),
-                                  "--rounds", str(args.rounds), "--seconds", str(args.seconds)],
+                                  "--rounds", str(args.rounds), "--seconds", str(args.seconds),
+                                  *(["--mcpu", args.mcpu] if args.mcpu else [])],
                                  env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
             results.extend(json.loads(out.strip().splitlines()[-1]))
     geo = math.exp(statistics.mean(math.log(r["int8_speedup_over_fp32"]) for r in results))

@@ -16,15 +16,25 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.target import Target
+from tvm.target import codegen
 from tvm.target.codegen import llvm_get_vector_width
 
 from .dot_intrinsics import dot_intrinsic
 
 
+def vector_width(target: Target) -> int:
+    """Bits per SIMD register on `target`. For x86 this is read from the target's features: LLVM's own
+    answer describes the machine compiling (512 for a `haswell` target built on an AVX-512 host)."""
+    if str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple()).startswith("x86"):
+        return next((bits for feature, bits in (("avx512f", 512), ("avx", 256))
+                     if codegen.target_has_features([feature], target)), 128)
+    with target:
+        return int(llvm_get_vector_width(target))
+
+
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     """Elements of `dtype_bits` per SIMD register on `target` (at least 4)."""
-    with target:
-        width = int(llvm_get_vector_width(target))
+    width = vector_width(target)
     return max(4, width // dtype_bits) if width > 0 else 4
 
 

@@ -2,7 +2,8 @@
 
 One instruction multiplies 4 consecutive input bytes (broadcast) by a 4-byte group per output lane and adds
 the sums into the int32 lanes: x86 VNNI `vpdpbusd` (16 lanes, uint8 x int8) and ARM `sdot` (4 lanes, int8 x
-int8, `+dotprod`). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
+int8, `+dotprod`); x86 CPUs without VNNI take two (`pmaddubsw` + `pmaddwd`, AVX-512BW or AVX2), exact for
+7-bit activations (the "uint7" scheme). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
 now take byte vectors, not int32 vectors), and importing `tvm.s_tir.tensor_intrin` costs minutes, so
 edgetune registers its own. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
 matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
@@ -60,14 +61,42 @@ def _implementation(lanes: int, a_dtype: str, llvm_intrinsic: str):
     return impl
 
 
-def _register(name: str, lanes: int, a_dtype: str, llvm_intrinsic: str) -> DotIntrinsic:
-    TensorIntrin.register(name, _description(lanes, a_dtype), _implementation(lanes, a_dtype, llvm_intrinsic),
-                          override=True)
+def _pmadd_implementation(lanes: int, madd_bytes: str, madd_words: str):
+    """x86 without VNNI: `pmaddubsw` (uint8 x int8 pairs summed into int16, saturating) then `pmaddwd` by 1
+    (int16 pairs into int32), added to the accumulator. Exact while activations stay within 0..127."""
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((GROUP,), "uint8", offset_factor=1), b: T.Buffer((lanes, GROUP), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:GROUP], b[0:lanes, 0:GROUP])
+            T.writes(c[0:lanes])
+            a_word = T.reinterpret(a.vload([0], f"uint8x{GROUP}"), dtype="int32")
+            pairs = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_bytes),
+                T.reinterpret(T.broadcast(a_word, lanes), dtype=f"uint8x{lanes * GROUP}"),
+                b.vload([0, 0], dtype=f"int8x{lanes * GROUP}"),
+                dtype=f"int16x{lanes * 2}",
+            )
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_words), pairs, T.broadcast(T.int16(1), lanes * 2),
+                dtype=f"int32x{lanes}")
+
+    return impl
+
+
+def _register(name: str, lanes: int, a_dtype: str, impl) -> DotIntrinsic:
+    TensorIntrin.register(name, _description(lanes, a_dtype), impl, override=True)
     return DotIntrinsic(name, lanes)
 
 
-VNNI_U8I8 = _register("edgetune_vnni_u8i8i32_16x4", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512")
-SDOT_I8I8 = _register("edgetune_sdot_i8i8i32_4x4", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8")
+VNNI_U8I8 = _register("edgetune_vnni_u8i8i32_16x4", 16, "uint8",
+                      _implementation(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
+AVX512_U8I8 = _register("edgetune_avx512_u8i8i32_16x4", 16, "uint8",
+                        _pmadd_implementation(16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"))
+AVX2_U8I8 = _register("edgetune_avx2_u8i8i32_8x4", 8, "uint8",
+                      _pmadd_implementation(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"))
+SDOT_I8I8 = _register("edgetune_sdot_i8i8i32_4x4", 4, "int8",
+                      _implementation(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
 def dot_intrinsic(target: tvm.target.Target, data_dtype: str) -> DotIntrinsic | None:
@@ -75,8 +104,10 @@ def dot_intrinsic(target: tvm.target.Target, data_dtype: str) -> DotIntrinsic | 
     if target.kind.name != "llvm":
         return None
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
-    if data_dtype == "uint8" and triple.startswith("x86") and codegen.target_has_features(["avx512vnni"], target):
-        return VNNI_U8I8
+    if data_dtype == "uint8" and triple.startswith("x86"):
+        for feature, intrinsic in (("avx512vnni", VNNI_U8I8), ("avx512bw", AVX512_U8I8), ("avx2", AVX2_U8I8)):
+            if codegen.target_has_features([feature], target):
+                return intrinsic
     if data_dtype == "int8" and triple.startswith("aarch64") and "+dotprod" in list(target.attrs.get("mattr", [])):
         return SDOT_I8I8
     return None

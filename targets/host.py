@@ -48,13 +48,21 @@ def set_threads(threads: int | None = None) -> int:
 
 
 class HostTarget(CpuTarget):
+    """This machine's CPU; `mcpu` builds for an older core of the same architecture instead (code that still
+    runs here, e.g. `haswell` for AVX2-only machines)."""
+
     name = "host"
 
-    def __init__(self) -> None:
-        self.description = f"this machine's CPU ({platform.machine()}, LLVM mcpu={detect_cpu()})"
+    def __init__(self, mcpu: str | None = None) -> None:
+        self.mcpu = mcpu or detect_cpu()
+        self.description = f"this machine's CPU ({platform.machine()}, LLVM mcpu={self.mcpu})"
 
     def tvm_target(self) -> tvm.target.Target:
-        return tvm.target.Target({"kind": "llvm", "mcpu": detect_cpu(), "num-cores": default_threads()})
+        return tvm.target.Target({"kind": "llvm", "mcpu": self.mcpu, "num-cores": default_threads()})
+
+    def int8_activations(self) -> str:
+        """uint8 where VNNI multiplies full bytes; 7-bit otherwise (`pmaddubsw`'s int16 sums saturate)."""
+        return "uint8" if codegen.target_has_features(["avx512vnni"], self.tvm_target()) else "uint7"
 
     def load(self, path: Path, threads: int | None = None) -> Session:
         threads = set_threads(threads)

@@ -140,18 +140,25 @@ def digits_split(digits_model):
     return digits_model, x_train, x_test, y_test
 
 
+def _accuracy(compiled, x_test, y_test) -> float:
+    """Top-1 accuracy in percent on the held-out split."""
+    predictions = np.array([compiled.run([x[None]])[0].argmax() for x in x_test])
+    return 100 * float(np.mean(predictions == y_test))
+
+
+@pytest.fixture(scope="module")
+def float_accuracy(digits_split):
+    model, _, x_test, y_test = digits_split
+    return _accuracy(edgetune.compile(model, "host"), x_test, y_test)
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_digits_accuracy_drop_within_half_a_point(digits_split, method, tmp_path):
+def test_digits_accuracy_drop_within_half_a_point(digits_split, float_accuracy, method, tmp_path):
     model, x_train, x_test, y_test = digits_split
     np.savez(tmp_path / "calibration.npz", image=x_train[:200])
-    fp32 = edgetune.compile(model, "host")
     int8 = edgetune.compile(model, "host", quantize="int8", calibration=tmp_path / "calibration.npz",
                             calibration_method=method)
-    accuracy = {}
-    for name, compiled in (("fp32", fp32), ("int8", int8)):
-        predictions = [compiled.run([x[None]])[0].argmax() for x in x_test]
-        accuracy[name] = 100 * float(np.mean(np.array(predictions) == y_test))
-    assert accuracy["fp32"] - accuracy["int8"] <= 0.5, accuracy
+    assert float_accuracy - _accuracy(int8, x_test, y_test) <= 0.5
     report = int8.metadata["quantization"]
     assert report["method"] == method and all(l["sqnr_db"] > 20 for l in report["layers"]), report
     assert sum(l["quantized"] for l in report["layers"]) == 3  # the 1-channel stem stays float
@@ -247,3 +254,23 @@ def test_conv_integer_and_qlinear_matmul_match_onnxruntime():
         None, {"x": x, "a": a})
     np.testing.assert_array_equal(conv, conv_ref)  # integer convolution: exact
     assert np.abs(mm.astype(int) - mm_ref.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("mcpu, instruction", [("haswell", "vpmaddubsw"), ("skylake-avx512", "vpmaddubsw"),
+                                               ("nehalem", None)])
+def test_x86_without_vnni_uses_7bit_activations_and_pmaddubsw(digits_split, float_accuracy, mcpu, instruction,
+                                                              tmp_path):
+    """Older x86 cores (built here, run here: this CPU has their instructions): 7-bit activations keep
+    vpmaddubsw's int16 sums from saturating; without AVX the integer convolution is plain vector code."""
+    from edgetune.targets.host import HostTarget
+
+    model, x_train, x_test, y_test = digits_split
+    np.savez(tmp_path / "calibration.npz", image=x_train[:100])
+    compiled = edgetune.compile(model, HostTarget(mcpu), quantize="int8", calibration=tmp_path / "calibration.npz")
+    assert compiled.metadata["quantization"]["scheme"] == "uint7"
+    assert compiled.metadata["schedules"]["by_rule"]["Conv2dNCHWcInt8"] == 2
+    disassembly = subprocess.run(["objdump", "-d", str(compiled.library)], capture_output=True, text=True).stdout
+    assert "vpdpbusd" not in disassembly
+    if instruction:
+        assert instruction in disassembly
+    assert float_accuracy - _accuracy(compiled, x_test, y_test) <= 0.5
