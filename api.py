@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, StagedFolder, check_destination, read_manifest,
+from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, TUNING_CURVE, StagedFolder, check_destination, read_manifest,
                        verify_files)
 from .errors import UserError, ValidationError
 from .frontend import Signature, import_model, load_model, load_samples
@@ -113,6 +113,12 @@ class CompiledModel:
             if self.latency is not None:
                 staged.write_json(LATENCY_JSON, self.latency.to_dict())
                 staged.write_text(LATENCY_CSV, self.latency.to_csv())
+            curve = self.metadata.get("tuning", {}).get("curve")
+            if curve:
+                from .autotune import plot_curves
+
+                plot_curves({"XGBoost cost model": curve}, staged.path / TUNING_CURVE,
+                            f"tuning {self.metadata['source']['origin']} for {self.target.name}")
             return staged.publish(self.manifest())
 
     def manifest(self) -> dict[str, Any]:
@@ -323,7 +329,9 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
     summary: dict[str, Any] = {"database": str(db.folder), "skipped_damaged_lines": db.skipped_lines}
     if opts.tune_trials or opts.tune_time_budget_s is not None:
         config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
-        result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say))
+        runner = _tuning_runner(opts.device, config)
+        result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
+                                            runner=runner))
         summary.update(result.to_dict())
     applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
     summary["kernels_from_records"] = names
@@ -332,9 +340,10 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
 
 def tune_model(model: Any, target: str | Target = "host", config: Any = None, tuning_db: str | Path | None = None,
                input_shapes: Mapping[str, Sequence[int]] | None = None, opt_level: int = 2,
-               progress: Progress | None = None) -> Any:
+               progress: Progress | None = None, device: RemoteDevice | None = None) -> Any:
     """Tune `model`'s kernels for `target` into the database without building a library; returns the
-    `TuneResult` (per kernel: trials, default and best latency)."""
+    `TuneResult` (per kernel: trials, default and best latency, the tuning curve). With `device` (a tracker
+    and key), candidates are measured on the tracker's devices instead of this machine."""
     from .autotune import TuningDatabase, tune
 
     target = get_target(target)
@@ -342,7 +351,19 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
     return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0],
-                progress or (lambda _msg: None))
+                progress or (lambda _msg: None), runner=_tuning_runner(device, config))
+
+
+def _tuning_runner(device: RemoteDevice | None, config: Any) -> Any:
+    """Where candidates are measured: locally (None), or on the devices of an RPC tracker."""
+    if device is None:
+        return None
+    if device.key is None:
+        raise UserError("tuning measures through an RPC tracker (several devices at once): give --rpc-tracker "
+                        "HOST:PORT --rpc-key KEY instead of --rpc")
+    from .autotune import rpc_runner
+
+    return rpc_runner(device, config.runner_timeout_s)
 
 
 def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,

@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 LATENCY_JSON = "latency.json"
 LATENCY_CSV = "latency.csv"
+TUNING_CURVE = "tuning_curve.png"  # when the compile tuned
 
 
 def sha256_file(path: Path) -> str:

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--db", help="tuning database folder (default: ~/.cache/edgetune/tuning)")
     t.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cost-model", default="xgb", choices=["xgb", "random"],
+                   help="MetaSchedule's XGBoost model (default) or random search, for comparison")
+    t.add_argument("--plot", metavar="PNG", help="write the tuning curve (estimated latency against trials) here")
+    _add_device_flags(t)
 
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz")
     r.add_argument("outdir")
@@ -215,9 +219,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .autotune import TuneConfig
     from .frontend import parse_input_shapes
 
-    config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed)
+    config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed,
+                        cost_model=args.cost_model)
     result = api.tune_model(args.model, args.target, config, args.db, parse_input_shapes(args.input_shape),
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+                            progress=lambda line: print(line, file=sys.stderr, flush=True), device=_device(args))
+    if args.plot:
+        from .autotune import plot_curves
+
+        plot_curves({args.cost_model: result.to_dict()["curve"]}, args.plot, f"tuning {args.model}")
     print(f"tuned {args.model}: {result.measured_now} candidates measured now in {result.seconds:.0f} s "
           f"(stopped by {result.stopped_by}); database {result.database}")
     print(f"  {'trials':>6}  {'default ms':>10}  {'best ms':>9}  {'speedup':>7}  kernel")

@@ -8,8 +8,13 @@ CPU float candidates use no tensor intrinsics.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tvm
 from tvm.s_tir import meta_schedule as ms
+
+if TYPE_CHECKING:
+    from ..targets.rpc import RemoteDevice
 
 
 def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
@@ -29,3 +34,16 @@ def local_runner(timeout_s: float) -> ms.Runner:
     """Runs each candidate 3 x 3 times (at least 50 ms per repeat) in a worker process, one at a time."""
     config = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=config)
+
+
+def rpc_runner(device: "RemoteDevice", timeout_s: float) -> ms.Runner:
+    """Candidates measured on the devices an RPC tracker hands out under `device.key`, one worker per
+    registered device (so several devices measure in parallel). A device that drops out fails the candidates
+    it held (MetaSchedule records them as errors) and tuning goes on with the others; every session has
+    `timeout_s`, so a hung device costs at most that."""
+    from ..targets.rpc import tracker_devices
+
+    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
+                                 session_priority=1, session_timeout_sec=int(timeout_s))
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
+    return ms.runner.RPCRunner(config, evaluator, max_workers=tracker_devices(device))

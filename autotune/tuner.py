@@ -39,8 +39,11 @@ class TuneConfig:
     seed: int = 0
     builder_timeout_s: float = 120.0
     runner_timeout_s: float = 30.0
+    cost_model: str = "xgb"  # MetaSchedule's XGBoost model, or "random" (no model: for comparison)
 
     def __post_init__(self) -> None:
+        if self.cost_model not in ("xgb", "random"):
+            raise UserError(f"--cost-model {self.cost_model!r} is not one of xgb, random")
         if self.trials < 0:
             raise UserError(f"--trials {self.trials} must be positive")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -71,16 +74,28 @@ class TaskSummary:
 
 
 @dataclass
+class CurvePoint:
+    """After a measured batch: the model's estimated latency, the sum over kernels of calls x (best record if
+    it beats the default schedule, else the default schedule's time)."""
+
+    seconds: float
+    trials: int
+    estimated_ms: float
+
+
+@dataclass
 class TuneResult:
     database: str
     measured_now: int
     tasks: list[TaskSummary] = field(default_factory=list)
     stopped_by: str = "budget"
     seconds: float = 0.0
+    curve: list[CurvePoint] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"database": self.database, "measured_now": self.measured_now, "stopped_by": self.stopped_by,
-                "seconds": round(self.seconds, 1), "tasks": [t.to_dict() for t in self.tasks]}
+                "seconds": round(self.seconds, 1), "tasks": [t.to_dict() for t in self.tasks],
+                "curve": [[round(p.seconds, 2), p.trials, round(p.estimated_ms, 5)] for p in self.curve]}
 
 
 def _round(value: float | None) -> float | None:
@@ -142,29 +157,43 @@ class _BudgetSpent(Exception):
 class _Progress(ms.measure_callback.PyMeasureCallback):
     """After each measured batch: a progress line, and the time budget enforced."""
 
-    def __init__(self, names: list[str], planned: int, deadline: float | None, report: Callable[[str], None]):
+    def __init__(self, names: list[str], planned: int, deadline: float | None, report: Callable[[str], None],
+                 weights: list[float], starting: list[float | None], started: float):
         self.names = names
         self.planned = planned
         self.deadline = deadline
         self.report = report
         self.done = 0
         self.best: dict[int, float] = {}
-        self.started = time.monotonic()
+        self.started = started  # the tuning run's start (the curve's time axis)
+        self.measuring_since = time.monotonic()  # for the time-left estimate
         self.budget_spent = False
+        self.weights = weights
+        self.current = starting  # per task: seconds of the schedule the model would use now
+        self.curve = [CurvePoint(time.monotonic() - started, 0, self._estimate_ms())] if None not in starting else []
+
+    def _estimate_ms(self) -> float:
+        return 1e3 * sum(w * s for w, s in zip(self.weights, self.current) if s is not None)
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         self.done += len(runner_results)
         for result in runner_results:
             if result.run_secs:
                 self.best[task_id] = min(self.best.get(task_id, math.inf), mean_seconds(result.run_secs))
+        if task_id in self.best:
+            current = self.current[task_id]
+            self.current[task_id] = self.best[task_id] if current is None else min(current, self.best[task_id])
         elapsed = time.monotonic() - self.started
+        if None not in self.current:
+            self.curve.append(CurvePoint(elapsed, self.done, self._estimate_ms()))
         left = []
         if self.planned:
             left.append(f"{self.done}/{self.planned} trials")
         if self.deadline is not None:
             left.append(f"{max(0.0, self.deadline - time.monotonic()):.0f} s left")
         elif self.done:
-            left.append(f"~{elapsed / self.done * max(0, self.planned - self.done):.0f} s left")
+            per_trial = (time.monotonic() - self.measuring_since) / self.done
+            left.append(f"~{per_trial * max(0, self.planned - self.done):.0f} s left")
         best = self.best.get(task_id)
         width = 24
         filled = int(width * min(1.0, self.done / self.planned)) if self.planned else 0
@@ -236,7 +265,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
     done = sum(len(db.records(t.dispatched[0])) for t in tasks)
     remaining = config.trials - done if config.trials else 1 << 30
     deadline = started + config.time_budget_s if config.time_budget_s is not None else None
-    measured_now, stopped_by = 0, "budget"
+    measured_now, stopped_by, curve = 0, "budget", []
     if remaining <= 0:
         say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
             "nothing to measure")
@@ -245,11 +274,13 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
         per_round = config.trials_per_round or (max(4, min(64, remaining // len(tasks))) if config.trials else 16)
         contexts = [_tune_context(task, config.seed + index) for index, task in enumerate(tasks)]
         weights = [float(task.weight) for task in tasks]
-        progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say)
+        starting = [_current_seconds(t.dispatched[0], db) for t in tasks]
+        progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say, weights,
+                             starting, started)
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db.folder),
                           max_trials_global=remaining, num_trials_per_iter=per_round, builder=builder,
-                          runner=runner, database=db.ms, cost_model="xgb",
+                          runner=runner, database=db.ms, cost_model=config.cost_model,
                           measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                           task_scheduler="gradient")
         except Exception:  # noqa: BLE001 - the budget callback's exception comes back wrapped by the FFI
@@ -257,7 +288,8 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
                 raise
             stopped_by = "time budget"
         measured_now = progress.done
-    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by)
+        curve = progress.curve
+    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve)
     result.tasks = [summarise(t, db) for t in tasks]
     result.seconds = time.monotonic() - started
     return result
@@ -269,6 +301,12 @@ def _winning_record(kernel: tvm.IRModule, db: TuningDatabase) -> tuple[ms.databa
     if best is None or (baseline is not None and best[1] >= baseline.seconds):
         return None
     return best
+
+
+def _current_seconds(kernel: tvm.IRModule, db: TuningDatabase) -> float | None:
+    """Seconds of the schedule a compile would use for `kernel` now: the winning record or the default."""
+    winner, baseline = _winning_record(kernel, db), db.baseline(kernel)
+    return winner[1] if winner else (baseline.seconds if baseline else None)
 
 
 def summarise(task: ms.ExtractedTask, db: TuningDatabase) -> TaskSummary:

@@ -85,6 +85,24 @@ def connect(device: RemoteDevice) -> rpc.RPCSession:
         tracker.close()
 
 
+def tracker_devices(device: RemoteDevice) -> int:
+    """How many devices the tracker has registered under `device.key` (free or busy); a clear error when it
+    has none, instead of a request that would wait forever."""
+    _check_reachable(device)
+    tracker = rpc.connect_tracker(device.host, device.port)
+    tracker._sock.settimeout(device.timeout_s)
+    try:
+        queues = tracker.summary().get("queue_info", {})
+    finally:
+        tracker.close()
+    queue = queues.get(device.key)
+    count = int(queue.get("free", 0)) + int(queue.get("pending", 0)) if queue else 0
+    if count == 0:
+        raise UserError(f"tracker {device.host}:{device.port} has no device with key {device.key!r} "
+                        f"(keys: {', '.join(sorted(queues)) or 'none'}); check --rpc-key")
+    return count
+
+
 def _check_reachable(device: RemoteDevice) -> None:
     role = "tracker" if device.key else "RPC server"
     try:
