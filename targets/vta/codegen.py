@@ -67,9 +67,11 @@ def dram_layout(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool,
 
 
 def epilogue_ops(requant: Requantize, with_bias: bool) -> list[tuple[AluOp, int | None]]:
-    """(opcode, immediate or None for the bias tensor) in execution order."""
+    """(opcode, immediate or None for the bias tensor) in execution order. With a bias, the rounding term
+    is already in it (`compile_conv2d` adds it: int32 addition wraps the same in either order), which saves
+    one ALU pass over every output: the epilogue shares the compute module with GEMM."""
     ops: list[tuple[AluOp, int | None]] = [(AluOp.ADD, None)] if with_bias else []
-    if requant.rounding and requant.shift:
+    if requant.rounding and requant.shift and not with_bias:
         ops.append((AluOp.ADD, 1 << (requant.shift - 1)))
     if requant.shift:
         ops.append((AluOp.SHR, requant.shift))

@@ -15,6 +15,7 @@ from .packing import pack_bias, pack_weight
 from .program import RunResult, VTAProgram
 from .tiler import Tiling, search
 from .timing import estimate
+from .simulator import wrap_int32
 from .workload import Conv2dWorkload, Requantize
 
 
@@ -43,7 +44,8 @@ def compile_conv2d(data_shape: Sequence[int], weight: np.ndarray, bias: np.ndarr
     stream = generate_conv2d(workload, tiling, config, requant, with_bias)
     constants = {"weight": pack_weight(weight, config.block)}
     if with_bias:
-        constants["bias"] = pack_bias(bias, config.block)
+        rounding = 1 << (requant.shift - 1) if requant.rounding and requant.shift else 0
+        constants["bias"] = pack_bias(wrap_int32(bias.astype(np.int64) + rounding), config.block)
     return VTAProgram(config, workload, tiling, requant, stream, constants)
 
 
