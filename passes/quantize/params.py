@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACTIVATION_SCHEMES = ("uint8", "int8")
+# "uint7": uint8 storage limited to 0..127, for x86 CPUs without VNNI, whose `vpmaddubsw` adds two uint8 x
+# int8 products in int16 with saturation (255 x 127 x 2 overflows; 127 x 128 x 2 does not).
+ACTIVATION_SCHEMES = ("uint8", "uint7", "int8")
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,15 @@ class TensorQuant:
     scale: float
     zero_point: int
     dtype: str  # "uint8" or "int8"
+    bits: int = 8  # levels used: 2**bits (7 for "uint7")
 
     @property
     def qmin(self) -> int:
-        return 0 if self.dtype == "uint8" else -128
+        return 0 if self.dtype == "uint8" else -(1 << (self.bits - 1))
 
     @property
     def qmax(self) -> int:
-        return 255 if self.dtype == "uint8" else 127
+        return (1 << self.bits) - 1 if self.dtype == "uint8" else (1 << (self.bits - 1)) - 1
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         q = np.round(np.asarray(x, np.float64) / self.scale) + self.zero_point
@@ -54,19 +57,21 @@ def activation_quant(lo: float, hi: float, scheme: str = "uint8", power_of_two: 
     if scheme not in ACTIVATION_SCHEMES:
         raise ValueError(f"activation scheme {scheme!r} is not one of {ACTIVATION_SCHEMES}")
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if scheme == "int8" or power_of_two:  # symmetric: zero point 0 (power-of-two scales imply pure shifts)
+    dtype, bits = ("int8", 8) if scheme == "int8" else ("uint8", 7 if scheme == "uint7" else 8)
+    top = (1 << bits) - 1  # the largest unsigned level
+    if scheme == "int8" or power_of_two:  # symmetric: zero point 0 or mid-range (pure shifts with 2^k scales)
         bound = max(abs(lo), abs(hi)) or 1e-8
-        if scheme == "uint8" and lo == 0.0:  # non-negative tensors (after ReLU) keep all 256 levels
-            scale = bound / 255.0
+        if dtype == "uint8" and lo == 0.0:  # non-negative tensors (after ReLU) keep every level
+            scale = bound / top
         else:
-            scale = bound / (127.0 if scheme == "int8" else 127.5)
+            scale = bound / (127.0 if dtype == "int8" else top / 2)
         if power_of_two:
             scale = _power_of_two_at_least(scale)
-        zero_point = 0 if scheme == "int8" or lo == 0.0 else 128
-        return TensorQuant(scale, zero_point, scheme)
-    scale = (hi - lo) / 255.0 or 1e-8
-    zero_point = int(np.clip(round(-lo / scale), 0, 255))
-    return TensorQuant(scale, zero_point, "uint8")
+        zero_point = 0 if dtype == "int8" or lo == 0.0 else (top + 1) // 2
+        return TensorQuant(scale, zero_point, dtype, bits)
+    scale = (hi - lo) / top or 1e-8
+    zero_point = int(np.clip(round(-lo / scale), 0, top))
+    return TensorQuant(scale, zero_point, dtype, bits)
 
 
 def weight_quant(weight: np.ndarray, axis: int, power_of_two: bool = False,
