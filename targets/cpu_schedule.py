@@ -272,6 +272,45 @@ class Conv2dNCHWcInt8(_CPURule):
         return sch
 
 
+class Attention(_CPURule):
+    """The attention kernel of `passes.attention`: one query row at a time, rows in parallel.
+
+    K is transposed once (rows of the transpose in parallel, vectorised); then per query row, in a row-sized
+    buffer, the scores (vectorised over keys: each step one broadcast query element times a contiguous row
+    of K transposed), their max, exp and sum, and the output row (vectorised over the value depth) are
+    computed one after the other: the score matrix is never written whole."""
+
+    _ROW_STAGES = ("attention_weighted", "attention_sum", "attention_exp", "attention_max", "attention_scores")
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        names = {sch.get(info.block_rv).name_hint: info.block_rv for info in infos}
+        if "attention" not in names or not all(stage in names for stage in self._ROW_STAGES):
+            return None
+        for name, block in names.items():  # the scale (and mask add) are recomputed where they are read
+            if name.startswith("T_"):
+                sch.compute_inline(block)
+        out = names["attention"]
+        *rows, depth = sch.get_loops(out)
+        row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+        self.parallel(sch, [row])
+        sch.vectorize(depth)
+        for stage in self._ROW_STAGES:
+            sch.compute_at(names[stage], row)
+        for stage in ("attention_scores", "attention_weighted"):  # reduction outside, contiguous lanes inside
+            block = names[stage]
+            spatial, reduction = sch.get_loops(block)[-2:]
+            sch.reorder(reduction, spatial)
+            sch.vectorize(spatial)
+            sch.decompose_reduction(block, reduction)
+        sch.vectorize(sch.get_loops(names["attention_exp"])[-1])
+        k_t = names.get("attention_k_t")
+        if k_t is not None:
+            *outer, inner = sch.get_loops(k_t)
+            self.parallel(sch, outer)
+            sch.vectorize(inner)
+        return sch
+
+
 class Matmul(_CPURule):
     """matmul / dense (`C[i, j] += A[i, k] * B[k, j]` or `B[j, k]`) with a fused epilogue.
 
@@ -398,7 +437,7 @@ class ParallelVectorize(_CPURule):
 def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
-    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
+    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes), Attention(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
             ParallelVectorize(lanes)]
 
 

@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
@@ -230,3 +231,30 @@ def test_full_rank_constants_keep_broadcasting_and_scalars():
     assert shapes == [(), (1, 8, 1, 1)]
     data = RNG.normal(0, 1, (1, 8, 4, 4)).astype("float32")
     np.testing.assert_array_equal(_run(aligned, data), _run(mod, data))
+
+
+class _Attention(torch.nn.Module):
+    """Scaled dot-product attention as exporters write it: q*a @ (k^T*b) [+ mask] -> softmax -> @ v."""
+
+    def __init__(self, masked: bool):
+        super().__init__()
+        self.mask = torch.triu(torch.full((16, 16), -1e4), diagonal=1) if masked else None
+
+    def forward(self, q, k, v):
+        scores = (q * 0.5) @ (k.transpose(-2, -1) * 0.25)
+        if self.mask is not None:
+            scores = scores + self.mask
+        return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_chain_becomes_one_kernel_and_matches_onnxruntime(masked):
+    torch.manual_seed(0)
+    inputs = tuple(torch.randn(1, 2, 16, 8) for _ in range(3))
+    compiled = edgetune.compile(_Attention(masked), "host", example_inputs=inputs, input_names=["q", "k", "v"])
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = compiled.metadata["schedules"]["kernels"]
+    assert kernels.get("attention") == "Attention"
+    assert not any("softmax" in name for name in kernels)  # the score matrix never leaves the kernel
+    changes = {r["name"]: r["changes"] for r in compiled.metadata["passes"]["ran"]}["FuseAttention"]
+    assert changes.get("relax.nn.softmax") == -1 and changes.get("relax.matmul") == -2
