@@ -13,7 +13,6 @@ works too.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
