@@ -18,6 +18,7 @@ from tvm import relax
 from ..errors import UserError
 from .activations import ElementwiseActivations, FullRankConstants
 from .attention import FuseAttention
+from .transposes import CollapseDataMovement
 from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
@@ -91,6 +92,8 @@ STAGES: tuple[Stage, ...] = (
           "Clip and LeakyReLU as max/min/multiply, which keep the producer's layout and fuse into it", _own),
     Stage("RealizeQuantization", lambda c: RealizeQuantization(c.quant_plan), 1,
           "calibrated conv2d/dense units as int8 kernels with integer requantize epilogues", _quantized),
+    Stage("CollapseDataMovement", lambda c: CollapseDataMovement(), 2,
+          "transpose-of-transpose and reshape-of-reshape chains as one op; identities dropped", _own),
     Stage("FuseAttention", lambda c: FuseAttention(), 2,
           "matmul-scale-softmax-matmul attention chains as one kernel that keeps scores per query row", _own),
     Stage("FullRankConstants", lambda c: FullRankConstants(), 2,

@@ -258,3 +258,25 @@ def test_attention_chain_becomes_one_kernel_and_matches_onnxruntime(masked):
     assert not any("softmax" in name for name in kernels)  # the score matrix never leaves the kernel
     changes = {r["name"]: r["changes"] for r in compiled.metadata["passes"]["ran"]}["FuseAttention"]
     assert changes.get("relax.nn.softmax") == -1 and changes.get("relax.matmul") == -2
+
+
+def test_collapse_data_movement_composes_chains_and_drops_identities():
+    from edgetune.passes.transposes import CollapseDataMovement
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            back = bb.emit(relax.op.permute_dims(bb.emit(relax.op.permute_dims(x, [0, 2, 1])), [0, 2, 1]))
+            rotated = bb.emit(relax.op.permute_dims(bb.emit(relax.op.permute_dims(back, [1, 0, 2])), [2, 0, 1]))
+            flat = bb.emit(relax.op.reshape(bb.emit(relax.op.expand_dims(rotated, [0])), [24]))
+            shaped = bb.emit(relax.op.reshape(bb.emit(relax.op.reshape(flat, [6, 4])), [24]))
+            out = bb.emit_output(relax.op.add(shaped, relax.const(1.0, "float32")))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    collapsed = CollapseDataMovement()(mod)
+    counts, _ = module_census(collapsed)
+    assert counts["relax.permute_dims"] == 1 and counts["relax.expand_dims"] == 0 and counts["relax.reshape"] == 1
+    data = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_run(collapsed, data), _run(mod, data))
+
