@@ -20,6 +20,7 @@ from tvm.target import codegen
 from tvm.target.codegen import llvm_get_vector_width
 
 from .dot_intrinsics import dot_intrinsic
+from .rules import apply_rules
 
 
 def vector_width(target: Target) -> int:
@@ -442,29 +443,5 @@ def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
 
 
 def schedule_cpu(mod: tvm.IRModule, target: Target) -> tuple[tvm.IRModule, dict[str, str | None]]:
-    """Schedule every unscheduled kernel with the first rule that applies.
-
-    A rule that raises a schedule error on some unusual kernel is skipped for that kernel, never fatal.
-    Returns the module and, per kernel, the rule that scheduled it (None: left as it was).
-    """
-    rules = default_cpu_rules(target)
-    applied: dict[str, str | None] = {}
-    updates = {}
-    with target:
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
-                continue
-            applied[gvar.name_hint] = None
-            for rule in rules:
-                try:
-                    sch = rule.apply(func, target, False)
-                except RuntimeError:  # s_tir.ScheduleError and TVM errors from the primitives
-                    sch = None
-                if sch is not None:
-                    updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                    applied[gvar.name_hint] = type(rule).__name__
-                    break
-    mod = mod.clone()  # callers keep their module (the tuner schedules tasks' modules for baselines)
-    for gvar, func in updates.items():
-        mod[gvar] = func
-    return mod, applied
+    """Schedule every unscheduled kernel with the first CPU rule that applies (see `rules.apply_rules`)."""
+    return apply_rules(mod, target, default_cpu_rules(target))

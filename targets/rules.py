@@ -1,0 +1,45 @@
+"""Applying DLight schedule rules kernel by kernel, recording which rule scheduled each one.
+
+Every target with rule-based default schedules (CPU and CUDA) goes through this loop, so that the manifest
+can say, per kernel, what gave it its schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight
+from tvm.target import Target
+
+
+def apply_rules(mod: tvm.IRModule, target: Target, rules: Sequence[dlight.ScheduleRule]
+                ) -> tuple[tvm.IRModule, dict[str, str | None]]:
+    """Schedule every unscheduled kernel with the first rule that applies.
+
+    A rule that raises a schedule error on some unusual kernel is skipped for that kernel, never fatal.
+    Returns the module and, per kernel, the rule that scheduled it (None: left as it was).
+    """
+    applied: dict[str, str | None] = {}
+    updates = {}
+    with target:
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                continue
+            applied[gvar.name_hint] = None
+            for rule in rules:
+                try:
+                    sch = rule.apply(func, target, False)
+                except RuntimeError:  # s_tir.ScheduleError and TVM errors from the primitives
+                    sch = None
+                if isinstance(sch, list):  # some rules return a one-schedule space
+                    sch = sch[0] if sch else None
+                if isinstance(sch, s_tir.Schedule):
+                    updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    applied[gvar.name_hint] = type(rule).__name__
+                    break
+    mod = mod.clone()  # callers keep their module (the tuner schedules tasks' modules for baselines)
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod, applied
