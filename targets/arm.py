@@ -25,6 +25,14 @@ DEFAULT_CROSS_COMPILER = "aarch64-linux-gnu-g++"
 CROSS_COMPILER_PACKAGE = "g++-aarch64-linux-gnu"
 
 
+def require_cross_compiler(compiler: str) -> None:
+    """Raise `UserError` naming the fix when the aarch64 cross compiler `compiler` is not on the PATH."""
+    if shutil.which(compiler) is None:
+        hint = (f"install it with `apt-get install {CROSS_COMPILER_PACKAGE}`"
+                if compiler == DEFAULT_CROSS_COMPILER else "check the name or the PATH")
+        raise UserError(f"cross compiler {compiler} not found; {hint} or pass --cross-compiler PATH")
+
+
 @dataclasses.dataclass(frozen=True)
 class ArmTarget(CpuTarget):
     """An aarch64 CPU, described by its TVM target (`mtriple` aarch64-*, `mcpu`, `mattr`)."""
@@ -48,11 +56,7 @@ class ArmTarget(CpuTarget):
         return "int8"
 
     def check_tools(self) -> None:
-        if shutil.which(self.cross_compiler) is None:
-            hint = (f"install it with `apt-get install {CROSS_COMPILER_PACKAGE}`"
-                    if self.cross_compiler == DEFAULT_CROSS_COMPILER else "check the name or the PATH")
-            raise UserError(f"cross compiler {self.cross_compiler} not found; {hint} "
-                            "or pass --cross-compiler PATH")
+        require_cross_compiler(self.cross_compiler)
 
     def with_cross_compiler(self, compiler: str) -> "ArmTarget":
         return dataclasses.replace(self, cross_compiler=compiler)
