@@ -219,10 +219,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         compiled.validation = {"skipped": True}
         return compiled
     if not compiled.runnable:
-        compiled.validation = {"skipped": True, "reason": (
-            f"{target.name} code cannot run on this {platform.machine()} machine and no device was given "
-            "(--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY; `edgetune emulate` starts an "
-            "emulated one)")}
+        compiled.validation = {"skipped": True, "reason": target.unavailable_reason()}
         return compiled
     say("validate...")
     reference = reference_outputs(loaded.proto, feed)

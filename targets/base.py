@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager, Sequence
@@ -56,6 +57,12 @@ class Target(abc.ABC):
     def target_json(self) -> dict[str, Any]:
         """The TVM target as plain JSON (what the manifest and `edgetune targets` show)."""
         return target_to_json(self.tvm_target().export())
+
+    def unavailable_reason(self) -> str:
+        """Why this target's code cannot run on this machine (said when validation and profiling are skipped)."""
+        return (f"{self.name} code cannot run on this {platform.machine()} machine and no device was given "
+                "(--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY; `edgetune emulate` starts an "
+                "emulated one)")
 
     def check_tools(self) -> None:
         """Raise `UserError` before any work when a tool this target builds with is missing."""
