@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine. It creates .venv/, installs edgetune with what it needs, then:
+# One entry point for a fresh machine. It creates .venv/, installs edgetune with what it needs (the CUDA extra
+# included, so that tests/test_cuda.py builds GPU libraries here, GPU or not), then:
 #   bash setup.sh example   train the bundled digits CNN, compile it for the host CPU, print its latency report
 #   bash setup.sh test      run the whole default test suite (add --runslow, or pytest flags, after it)
 set -euo pipefail
@@ -45,7 +46,7 @@ install() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "== installing edgetune and its dependencies into $VENV (first time: a few minutes)"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+        "$VENV/bin/python" -m pip install --quiet -e ".[test,cuda]"
         echo "$want" > "$stamp"
     fi
 }
