@@ -23,7 +23,8 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tv
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    with target:  # CUDA's compile hook reads the architecture from the current target
+        return tvm_build(mod, target=target)
 
 
 def local_builder(timeout_s: float) -> ms.Builder:

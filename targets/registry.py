@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import UserError
-from . import arm
+from . import arm, cuda
 from .base import Target
 from .host import HostTarget
 from .vta.config import PRESETS as VTA_PRESETS
@@ -43,5 +43,7 @@ def get_target(name: str | Target) -> Target:
 register_target("host", HostTarget)
 for _preset in arm.PRESETS:
     register_target(_preset.name, lambda preset=_preset: preset)
+for _gpu in cuda.PRESETS:
+    register_target(_gpu.name, lambda preset=_gpu: preset)
 for _vta in VTA_PRESETS:
     register_target(_vta, lambda preset=_vta: VTATarget(preset))
