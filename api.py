@@ -56,6 +56,7 @@ class CompileOptions:
     min_sqnr_db: float = 15.0  # quantized builds validate by SQNR against onnxruntime's float outputs
     device: RemoteDevice | None = None  # validate (and later run) on this device over RPC instead of locally
     cross_compiler: str | None = None  # replaces a cross target's default compiler
+    precision: str = "fp32"  # "fp16": float16 kernels accumulating in float32 (targets listing it in `precisions`)
 
 
 class CompiledModel:
@@ -156,9 +157,10 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     target = get_target(target)
     if opts.cross_compiler is not None:
         target = target.with_cross_compiler(opts.cross_compiler)
+    _check_precision(opts, target)
     target.check_tools()
     pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block(),
-                             edgetune_passes=opts.edgetune_passes)
+                             edgetune_passes=opts.edgetune_passes, precision=opts.precision)
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:
@@ -230,7 +232,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         compiled.metadata["validated_on"] = compiled.session().device_name
     compiled.validation = compare(actual, reference, imported.signature.outputs, reference=_ort_name(),
                                   inputs=inputs, atol=opts.atol, rtol=opts.rtol,
-                                  min_sqnr_db=opts.min_sqnr_db if quantization else None)
+                                  min_sqnr_db=opts.min_sqnr_db if quantization else
+                                  FP16_MIN_SQNR_DB if opts.precision == "fp16" else None)
     if not compiled.validation.passed:
         raise ValidationError(f"validation {compiled.validation.summary()}", compiled)
     if cpu_twin is not None:
@@ -241,6 +244,19 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
             raise ValidationError(f"the accelerator's outputs differ from the same integer graph on the host CPU "
                                   f"(max abs difference {check['max_abs_diff']:g})", compiled)
     return compiled
+
+
+# float16 keeps about 3.3 significant digits; a correct fp16 build stays far above this against fp32 outputs.
+FP16_MIN_SQNR_DB = 30.0
+
+
+def _check_precision(opts: CompileOptions, target: Target) -> None:
+    if opts.precision not in target.precisions:
+        raise UserError(f"--precision {opts.precision} is not available for target {target.name} (it computes in "
+                        f"{', '.join(target.precisions)}); fp16 is for the CUDA targets (-t cuda-sm80 ...)")
+    if opts.precision != "fp32" and opts.quantize is not None:
+        raise UserError(f"--precision {opts.precision} and --quantize {opts.quantize} exclude each other; "
+                        "pick one")
 
 
 def _check_against_cpu(cpu_twin: PassResult, feed: Mapping[str, np.ndarray], actual: list[np.ndarray]) -> dict:

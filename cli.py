@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-budget", help="tune for at most this long (e.g. 30m, 90s)")
     c.add_argument("--db", help="tuning database folder: applied when given, extended when tuning "
                                 "(default: ~/.cache/edgetune/tuning)")
+    c.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: float16 kernels accumulating in float32, inputs and outputs stay float32 "
+                        "(CUDA targets)")
     c.add_argument("--quantize", choices=["int8"], help="post-training static quantization (needs --calibration)")
     c.add_argument("--calibration", metavar="DATA",
                    help="calibration samples: a .npz (N x input shape per input, optional 'labels') or a folder "
@@ -178,7 +181,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                    tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
                    cross_compiler=args.cross_compiler, quantize=args.quantize, calibration=args.calibration,
                    calibration_method=args.calibration_method, power_of_two=args.power_of_two,
-                   max_accuracy_drop=args.max_accuracy_drop)
+                   max_accuracy_drop=args.max_accuracy_drop, precision=args.precision)
     if args.calibration and not args.quantize:
         raise UserError("--calibration is only used with --quantize int8; add --quantize int8")
     if args.tune < 0:

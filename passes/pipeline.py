@@ -40,6 +40,8 @@ class PassConfig:
     edgetune_passes: bool = True
     # A calibrated int8 plan (`passes.quantize.quantize_plan`); None keeps the model in float.
     quant_plan: QuantPlan | None = None
+    # "fp16": conv2d/matmul and their neighbours in float16, accumulating in float32 (inputs, outputs stay fp32).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
@@ -61,6 +63,10 @@ def _own(config: PassConfig) -> bool:
 
 def _quantized(config: PassConfig) -> bool:
     return config.quant_plan is not None
+
+
+def _half(config: PassConfig) -> bool:
+    return config.precision == "fp16"
 
 
 def _blocked(config: PassConfig) -> bool:
@@ -102,6 +108,8 @@ STAGES: tuple[Stage, ...] = (
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
     Stage("FoldConstant.prepack", lambda c: _fold_constants(), 2,
           "prepack weights into the blocked layout at compile time", _blocked),
+    Stage("ToMixedPrecision", lambda c: relax.transform.ToMixedPrecision(out_dtype="float32"), 0,
+          "float16 compute with float32 accumulation (--precision fp16)", _half),
     Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map()), 0,
           "Relax operators to TIR functions (edgetune's lowering for blocked conv2d)"),
     Stage("AnnotateTIROpPattern", lambda c: relax.transform.AnnotateTIROpPattern(), 1, "op patterns for fusion"),
