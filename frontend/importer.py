@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -36,10 +37,11 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
     try:
         with warnings.catch_warnings(), edgetune_converters():
             warnings.simplefilter("ignore")  # the importer re-runs onnx.checker and warns on what we checked
+            renamed = identifier_inputs(proto, [s.name for s in inputs])
             mod = from_onnx(
-                proto,
-                shape_dict={s.name: list(s.shape) for s in inputs},
-                dtype_dict={s.name: s.dtype for s in inputs},
+                renamed,
+                shape_dict={identifier(s.name): list(s.shape) for s in inputs},
+                dtype_dict={identifier(s.name): s.dtype for s in inputs},
                 keep_params_in_input=False,
                 sanitize_input_names=False,
             )
@@ -50,6 +52,44 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
                         "check the graph with `edgetune inspect` or re-export it") from None
     outputs = _output_specs(mod, [o.name for o in proto.graph.output])
     return ImportedModel(mod, Signature(inputs, outputs), model)
+
+
+def identifier(name: str) -> str:
+    """`name` as a C identifier: Relax parameters keep input names, and generated CUDA C names its kernel
+    parameters after them, so an ONNX name such as `gpu_0/data_0` would not compile there."""
+    name = re.sub(r"\W", "_", name)
+    return name if name[:1].isalpha() or name[:1] == "_" else f"_{name}"
+
+
+def identifier_inputs(proto: onnx.ModelProto, inputs: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `proto` whose `inputs` are C identifiers (every use and definition renamed, subgraphs
+    included); `proto` itself when they already are. The signature keeps the model's own names."""
+    names = {name: identifier(name) for name in inputs if identifier(name) != name}
+    if not names:
+        return proto
+    clashes = sorted(set(names.values()) & _value_names(proto.graph))
+    if clashes:
+        raise UserError(f"input names {', '.join(sorted(names))} cannot become C identifiers ({', '.join(clashes)} "
+                        "is taken); rename the model's inputs")
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+
+    def rename(graph: onnx.GraphProto) -> None:
+        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+            value.name = names.get(value.name, value.name)
+        for node in graph.node:
+            node.input[:] = [names.get(n, n) for n in node.input]
+            node.output[:] = [names.get(n, n) for n in node.output]
+            for attribute in node.attribute:
+                for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                    rename(subgraph)
+
+    rename(proto.graph)
+    return proto
+
+
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    return {n for node in graph.node for n in (*node.input, *node.output)} | {
+        v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
 
 
 def _output_specs(mod: tvm.IRModule, names: list[str]) -> tuple[TensorSpec, ...]:
