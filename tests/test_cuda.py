@@ -181,3 +181,14 @@ def test_compile_cli_writes_the_artifact_without_validation(digits_model, tmp_pa
     assert manifest["target"]["tvm"]["arch"] == "sm_86"
     assert device_architectures(out / "model.so") == ["sm_86"]
     assert not manifest["schedules"]["unscheduled"]
+
+
+def test_input_names_that_are_not_c_identifiers(tmp_path):
+    """ONNX names like light_resnet50's `gpu_0/data_0` name the CUDA kernels' parameters; they are renamed for
+    the compiler while the signature keeps them (and the host build still validates with them)."""
+    model = conv_net()
+    model.graph.input[0].name = model.graph.node[0].input[0] = "gpu_0/data_0"
+    compiled = edgetune.compile(model, target="cuda-sm80")
+    assert compiled.signature.input_names == ["gpu_0/data_0"]
+    assert device_architectures(compiled.library) == ["sm_80"]
+    assert edgetune.compile(model, target="host").validation.passed
