@@ -118,8 +118,8 @@ BAD_COMPILES = [
     ("dynamic dims", lambda m, t: ["compile", m["dynamic"], "-o", t / "o"],
      ["input 'x' has dynamic dimensions [batch, 3, 8, 8]", "--input-shape x="]),
     ("unknown target", lambda m, t: ["compile", m["conv"], "-t", "tpu9", "-o", t / "o"],
-     ["unknown target 'tpu9'", "valid targets: arm64, cortex-a53, cortex-a72, cortex-a76, host, "
-                               "neoverse-n1"]),
+     ["unknown target 'tpu9'", "valid targets: arm64, cortex-a53, cortex-a72, cortex-a76, cuda-multi, cuda-sm75, "
+                               "cuda-sm80, cuda-sm86, cuda-sm87, cuda-sm89, cuda-sm90, host, neoverse-n1"]),
     ("bad shape flag", lambda m, t: ["compile", m["dynamic"], "-o", t / "o", "--input-shape", "y=1x3x8x8"],
      ["unknown input y"]),
     ("input names", lambda m, t: ["compile", m["two"], "-o", t / "o", "--inputs", _npz(t, a=np.zeros((2, 5), "f4"))],
