@@ -49,6 +49,8 @@ class Target(abc.ABC):
     # False for code this machine cannot execute (another architecture): it then runs only on a device
     # given over RPC, and compiling without one skips validation and profiling.
     runs_locally: bool = True
+    # TVM device type its code runs on (`tvm.runtime.device(device_type, 0)`), locally or over RPC.
+    device_type: str = "cpu"
     # Numeric precisions (`--precision`) its kernels can compute in; fp16 is float16 with float32 accumulation.
     precisions: tuple[str, ...] = ("fp32",)
 

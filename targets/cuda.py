@@ -59,6 +59,7 @@ class CudaTarget(Target):
     cross_compiler: str | None = None  # links the host side for another CPU (Jetson's aarch64)
 
     precisions = ("fp32", "fp16")
+    device_type = "cuda"
 
     @property
     def runs_locally(self) -> bool:  # type: ignore[override]
@@ -85,7 +86,8 @@ class CudaTarget(Target):
     def unavailable_reason(self) -> str:
         if self.cross_compiler is not None:
             return f"{self.name} libraries run on the Jetson's aarch64 CPU and its GPU, not on this machine"
-        return "no CUDA GPU on this machine (tvm.cuda(0).exist is False); run it where one is"
+        return ("no CUDA GPU on this machine (tvm.cuda(0).exist is False) and no device was given (--rpc HOST:PORT "
+                "of a GPU machine running `python -m tvm.exec.rpc_server`)")
 
     def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
         rules = [dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(),
@@ -135,7 +137,7 @@ class CudaTarget(Target):
     def load(self, path: Path, threads: int | None = None) -> Session:
         if threads is not None:
             raise UserError("--threads applies to CPU targets; a CUDA library runs on the GPU")
-        device = tvm.cuda(0)
+        device = tvm.device(self.device_type, 0)
         if not self.runs_locally:
             raise UserError(f"cannot run {self.name}: {self.unavailable_reason()}")
         if not self.runs_on(device.compute_version):

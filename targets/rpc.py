@@ -124,7 +124,7 @@ class RemoteSession(Session):
 
 
 def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteSession:
-    """Upload `library` to the device, load it there and create its VM on the device's CPU."""
+    """Upload `library` to the device, load it there and create its VM on the target's device type there."""
     remote = connect(device)
     description, emulated = _describe(remote, device)
     built_for = _built_for(target)
@@ -138,8 +138,9 @@ def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteS
             raise UserError(f"the device ({description}) cannot load a library built for {target.name} "
                             f"({built_for}); compile for the device's target (see `edgetune targets`): "
                             f"{str(exc).strip().splitlines()[-1]}") from None
-        vm = VirtualMachine(module, remote.cpu(0))
-    return RemoteSession(module, remote.cpu(0), vm, device_name=description,
+        remote_device = remote.device(target.device_type, 0)
+        vm = VirtualMachine(module, remote_device)
+    return RemoteSession(module, remote_device, vm, device_name=description,
                          threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,
                          kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=built_for)
 
