@@ -12,7 +12,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tvm
 
@@ -55,7 +54,7 @@ def module_kinds(module) -> set[str]:
 
 
 def without_cuda_setup() -> dict:
-    """This process's environment minus the library path `_cuda_env` added, as a CI shell would start."""
+    """This process's environment minus the library path `_cuda_env` added, as a CI shell starts."""
     return {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
 
 
@@ -192,3 +191,28 @@ def test_input_names_that_are_not_c_identifiers(tmp_path):
     assert compiled.signature.input_names == ["gpu_0/data_0"]
     assert device_architectures(compiled.library) == ["sm_80"]
     assert edgetune.compile(model, target="host").validation.passed
+
+
+def test_without_the_extra_nothing_changes_and_cuda_targets_name_the_fix(digits_model, tmp_path):
+    """A regular `nvidia` package first on the path hides the extra's wheels, as on a machine without them."""
+    (tmp_path / "nvidia").mkdir()
+    (tmp_path / "nvidia" / "__init__.py").write_text("")
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        before = dict(os.environ)
+        import edgetune, tvm
+        from edgetune import _cuda_env
+        from edgetune.cli import main
+        changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+        print(json.dumps({{"changed": changed, "cuda": tvm.runtime.enabled("cuda"), "toolkit": _cuda_env.ENV.toolkit}}))
+        sys.stdout.flush()
+        sys.exit(main(["compile", {str(digits_model)!r}, "-t", "cuda-sm80", "-o", {str(tmp_path / "o")!r}]))
+    """)
+    env = {k: v for k, v in without_cuda_setup().items() if k not in ("CUDA_PATH", "TVM_CUDA_NVRTC_EXTRA_OPTS")}
+    env["PYTHONPATH"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(result.stdout.strip().splitlines()[0]) == {"changed": [], "cuda": False, "toolkit": None}
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("edgetune: error: the CUDA toolchain is not installed; "
+                                     "pip install 'edgetune[cuda]'")
+    assert not (tmp_path / "o").exists()
