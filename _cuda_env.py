@@ -68,6 +68,12 @@ def stub_driver() -> Path:
     return library
 
 
+def prepend_path(variable: str, folders: list[Path]) -> None:
+    """Put `folders` first in the search-path variable, once (child processes run `prepare()` again)."""
+    entries = [e for e in os.environ.get(variable, "").split(os.pathsep) if e]
+    os.environ[variable] = os.pathsep.join([*(str(f) for f in folders if str(f) not in entries), *entries])
+
+
 def prepare() -> CudaEnvironment:
     """Set up the extra's toolchain for this process; a no-op (one path lookup) when it is not installed."""
     root = toolkit_root()
@@ -76,7 +82,7 @@ def prepare() -> CudaEnvironment:
         return ENV
     ENV.toolkit = root
     os.environ.setdefault("CUDA_PATH", str(root))  # TVM reads CUDA_PATH (not CUDA_HOME)
-    os.environ["PATH"] = os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])  # nvcc, ptxas
+    prepend_path("PATH", [root / "bin"])  # nvcc, ptxas
     cccl = f"-I{root / 'include' / 'cccl'}"  # NVRTC: cuda/std/* headers
     extra = os.environ.get("TVM_CUDA_NVRTC_EXTRA_OPTS", "")
     if cccl not in extra.split():
@@ -93,8 +99,7 @@ def prepare() -> CudaEnvironment:
             libraries.append(stub.parent)
         ctypes.CDLL(str(root / "lib" / "libcudart.so.13"), mode=ctypes.RTLD_GLOBAL)
         # Child processes that import tvm first (MetaSchedule's builder and runner workers) find them here.
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-            [*map(str, libraries), *filter(None, [os.environ.get("LD_LIBRARY_PATH")])])
+        prepend_path("LD_LIBRARY_PATH", libraries)
         if "tvm" in sys.modules:
             load_tvm_cuda_runtime()
     except (OSError, subprocess.CalledProcessError) as exc:
