@@ -110,7 +110,8 @@ def test_bad_options():
     with pytest.raises(UserError, match="--opt-level 7"):
         edgetune.compile(two_outputs(), opt_level=7)
     with pytest.raises(UserError, match="unknown target 'tpu'; valid targets: arm64, cortex-a53, cortex-a72, "
-                                        "cortex-a76, host, neoverse-n1"):
+                                        "cortex-a76, cuda-multi, cuda-sm75, cuda-sm80, cuda-sm86, cuda-sm87, "
+                                        "cuda-sm89, cuda-sm90, host, neoverse-n1"):
         edgetune.compile(two_outputs(), "tpu")
     with pytest.raises(UserError, match="missing b"):
         edgetune.compile(two_outputs(), inputs={"a": np.zeros((2, 5), np.float32)})
