@@ -7,6 +7,7 @@ fix. Device code is checked by scanning the exported file (targets/device_code.p
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.skipif(_cuda_env.ENV.toolkit is None,
                                 reason=f"the CUDA toolchain is not installed: {_cuda_env.INSTALL_HINT}")
 
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
+EM_AARCH64 = 183  # ELF e_machine of the host side
 MULTI = ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "compute_90"]
 BUILDS = {  # id: (model, target, precision, the device code the library must hold, exactly)
     "digits-sm80": ("digits", "cuda-sm80", "fp32", ["sm_80"]),
@@ -216,3 +218,13 @@ def test_without_the_extra_nothing_changes_and_cuda_targets_name_the_fix(digits_
     assert result.stderr.strip() == ("edgetune: error: the CUDA toolchain is not installed; "
                                      "pip install 'edgetune[cuda]'")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
+                    reason="needs aarch64-linux-gnu-g++: `apt-get install g++-aarch64-linux-gnu` (setup.sh does it)")
+def test_jetson_library_is_aarch64_with_sm87_code(digits_model):
+    compiled = edgetune.compile(digits_model, target="cuda-sm87")
+    header = compiled.library.read_bytes()[:20]
+    assert int.from_bytes(header[18:20], "little") == EM_AARCH64
+    assert device_architectures(compiled.library) == ["sm_87"]
+    assert "aarch64" in compiled.validation["reason"]
