@@ -45,7 +45,8 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
             )
     except (tvm.error.OpNotImplemented, NotImplementedError) as exc:
         raise UserError(f"the importer cannot convert this model: {_summary(exc)}") from None
-    except (ValueError, RuntimeError, AssertionError, KeyError, IndexError) as exc:  # TVM errors are RuntimeErrors
+    # TVM errors are RuntimeErrors; its type checks (e.g. int8 data into a float32 Conv) raise TypeError
+    except (ValueError, RuntimeError, AssertionError, KeyError, IndexError, TypeError) as exc:
         raise UserError(f"the importer rejected the model ({type(exc).__name__}: {_summary(exc)}); "
                         "check the graph with `edgetune inspect` or re-export it") from None
     outputs = _output_specs(mod, [o.name for o in proto.graph.output])
