@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from edgetune.errors import UserError
 from edgetune.targets import get_target
 
 from onnx_models import conv_net, save
+from sigkill import run_until_killed
 
 
 def test_database_is_keyed_by_target_and_tvm_version(tmp_path):
@@ -136,3 +138,30 @@ def test_time_budget_stops_after_the_batch_in_flight(tmp_path):
     assert result.stopped_by == "time budget"
     assert result.measured_now == 4  # the batch in flight, then the budget callback ends the run
     assert all(task.default_ms is not None for task in result.tasks)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_no_committed_record(tmp_path):
+    """`edgetune tune` SIGKILLed (workers too) at 20 seeded random moments of its first 90 s, again and again on
+    one database: after each kill the database loads, and it holds every record held before plus every trial the
+    run reported (the progress line comes after MetaSchedule has appended the batch's records). Each run gets 16
+    more trials than the database holds, so batches are small (4) and every run has work to do. (The default
+    suite's version is the kill after the first reported batch above: a run here takes a minute to its first
+    batch.)"""
+    kills = 20
+    model = save(conv_net(channels=8, size=8), tmp_path / "conv.onnx")
+    db, log = tmp_path / "db", tmp_path / "log"
+    target = get_target("host").tvm_target()
+    rng = random.Random(kills)
+    held = reported_in_all = 0
+    for attempt in range(kills):
+        command = [EDGETUNE, "tune", str(model), "--trials", str(held + 16), "--db", str(db), "--seed", str(attempt)]
+        status = run_until_killed(command, rng.uniform(5, 90), log)
+        assert status in (None, 0), log.read_text()
+        reports = re.findall(r"(\d+)/\d+ trials", log.read_text())
+        reported = int(reports[-1]) if reports else 0
+        records = len(TuningDatabase(db, target).ms.get_all_tuning_records())
+        assert records >= held + reported, (attempt, held, reported, log.read_text())
+        held, reported_in_all = records, reported_in_all + reported
+    print(f"{kills} kills; {reported_in_all} trials reported before them, all kept; {held} records")
+    assert reported_in_all > 0
