@@ -192,3 +192,23 @@ def test_kill_9_during_compile_never_leaves_a_partial_artifact(tmp_path, kills):
     assert run_until_killed(command, 600, tmp_path / "log") == 0
     assert [p.name for p in folder.iterdir()] == ["m"]
     assert outcomes.count(None) >= kills // 2  # most kills landed mid-run
+
+
+def test_run_and_profile_refuse_another_artifacts_library(saved, tmp_path):
+    """model.so swapped for another (valid) artifact's library: `run` and `profile` verify the checksums before
+    loading it and refuse with one line (exit 2); nothing is loaded, nothing rewritten."""
+    out, compiled = saved
+    victim, other = tmp_path / "victim", tmp_path / "other"
+    compiled.save(victim)
+    edgetune.compile(two_outputs()).save(other)
+    (victim / "model.so").write_bytes((other / "model.so").read_bytes())
+    manifest = (victim / "manifest.json").read_bytes()
+    np.savez(tmp_path / "in.npz", **compiled.signature.random_feed(1))
+    for args in (["run", victim, "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "y.npz"],
+                 ["profile", victim, "--repeat", "1"]):
+        result = subprocess.run([EDGETUNE, *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"edgetune: error: {victim / 'model.so'} does not match the checksum in manifest.json; refusing to "
+            "load it (recompile, or restore the original file)"]
+    assert not (tmp_path / "y.npz").exists() and (victim / "manifest.json").read_bytes() == manifest
