@@ -69,8 +69,8 @@ def _load_file(path: Path) -> onnx.ModelProto:
 
 def _check(proto: onnx.ModelProto, origin: str) -> None:
     """onnx.checker, then strict type and shape inference: the checker passes graphs whose tensors disagree
-    (an int8 input into a float Conv, a kernel larger than its input), which TVM would only reject deep in
-    its passes, as an internal error."""
+    (an int16 input into a float Conv, negative pads, a dimension past int64), which TVM would only reject
+    deep in its importer or passes, as an internal error."""
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
