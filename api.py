@@ -23,7 +23,7 @@ from . import __version__
 from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, TUNING_CURVE, StagedFolder, check_destination, read_manifest,
                        verify_files)
 from .errors import UserError, ValidationError
-from .frontend import Signature, import_model, load_model, load_samples
+from .frontend import Signature, import_model, load_model, load_samples, opset_versions, proto_text
 from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
 from .targets.rpc import RemoteDevice, open_session
@@ -203,8 +203,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         "schema": "edgetune.manifest/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
-        "source": {"origin": loaded.origin, "sha256": loaded.sha256, "producer": loaded.proto.producer_name,
-                   "opsets": {op.domain or "ai.onnx": op.version for op in loaded.proto.opset_import}},
+        "source": {"origin": loaded.origin, "sha256": loaded.sha256, "producer": proto_text(loaded.proto.producer_name),
+                   "opsets": opset_versions(loaded.proto)},
         "target": {"name": target.name, "description": target.description, "tvm": target.target_json()},
         "signature": imported.signature.to_dict(),
         "passes": {"opt_level": pass_config.opt_level, "ran": [r.to_dict() for r in passed.records]},

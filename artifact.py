@@ -61,14 +61,49 @@ def check_destination(outdir: Path, force: bool) -> None:
         raise UserError(f"cannot create {outdir}: {ancestor} is a file; choose another -o")
 
 
+def _staging_prefix(outdir: Path, kind: str) -> str:
+    """Hidden siblings of `outdir` carry the writer's pid, so a later writer can tell whose they are."""
+    return f".{outdir.name}.{kind}-{os.getpid()}-"
+
+
+def _writer_alive(folder: Path, prefix: str) -> bool:
+    try:
+        os.kill(int(folder.name[len(prefix):].split("-")[0]), 0)
+    except (ProcessLookupError, ValueError):  # ValueError: no pid in the name (an older edgetune's folder)
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def sweep_stale(outdir: Path) -> None:
+    """Remove what a writer killed with SIGKILL left beside `outdir`: its staging folder, and put back the
+    previous artifact that `publish()` had moved aside when the kill came between its two renames."""
+    outdir = Path(outdir)
+    parent = outdir.resolve().parent
+    if not parent.is_dir():
+        return
+    for kind in ("old", "tmp"):  # "old" first: a moved-aside artifact is restored before anything is removed
+        prefix = f".{outdir.name}.{kind}-"
+        for folder in parent.iterdir():
+            if not folder.name.startswith(prefix) or _writer_alive(folder, prefix):
+                continue
+            if kind == "old" and not outdir.exists():
+                os.replace(folder, outdir)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 class StagedFolder:
-    """A temporary folder that becomes `outdir` on `publish()`, or vanishes on error."""
+    """A temporary folder that becomes `outdir` on `publish()`, or vanishes on error (or, after SIGKILL, at the
+    next write of the same `outdir`)."""
 
     def __init__(self, outdir: Path):
         self.outdir = Path(outdir)
         parent = self.outdir.resolve().parent
         parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: only the folders above the artifact
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.tmp-", dir=parent))
+        sweep_stale(self.outdir)
+        self.path = Path(tempfile.mkdtemp(prefix=_staging_prefix(self.outdir, "tmp"), dir=parent))
 
     def __enter__(self) -> "StagedFolder":
         return self
@@ -95,7 +130,7 @@ class StagedFolder:
         os.chmod(self.path, 0o755)  # mkdtemp makes it 0700
         old = None
         if self.outdir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.old-", dir=self.outdir.resolve().parent))
+            old = Path(tempfile.mkdtemp(prefix=_staging_prefix(self.outdir, "old"), dir=self.outdir.resolve().parent))
             os.rmdir(old)
             os.replace(self.outdir, old)
         os.replace(self.path, self.outdir)

@@ -274,7 +274,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .frontend import load_model, op_coverage, parse_input_shapes
+    from .frontend import load_model, op_coverage, opset_versions, parse_input_shapes, proto_text
 
     if args.passes:
         from . import api
@@ -295,8 +295,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     initializers = {init.name for init in graph.initializer}
     info = {
         "model": args.model,
-        "producer": f"{loaded.proto.producer_name} {loaded.proto.producer_version}".strip(),
-        "opsets": {op.domain or "ai.onnx": op.version for op in loaded.proto.opset_import},
+        "producer": f"{proto_text(loaded.proto.producer_name)} {proto_text(loaded.proto.producer_version)}".strip(),
+        "opsets": opset_versions(loaded.proto),
         "inputs": [_describe_value(vi) for vi in graph.input if vi.name not in initializers],
         "outputs": [_describe_value(vi) for vi in graph.output],
         "initializers": len(initializers),

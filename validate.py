@@ -57,8 +57,10 @@ def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) ->
     """Run the original model in onnxruntime (CPU provider)."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # fatal only: its failures come back as the one-line UserError below
     try:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return [np.asarray(o) for o in session.run(None, dict(feed))]
     except Exception as exc:  # onnxruntime raises its own exception types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

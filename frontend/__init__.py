@@ -3,7 +3,7 @@
 from . import quantized_ops  # noqa: F401  (registers the QOperator converters)
 from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
 from .importer import ImportedModel, import_model
-from .loader import LoadedModel, export_torch, load_model
+from .loader import LoadedModel, export_torch, load_model, opset_versions, proto_text
 from .samples import SampleSet, load_samples
 from .signature import Signature, TensorSpec, parse_input_shapes, resolve_input_specs
 
@@ -20,7 +20,9 @@ __all__ = [
     "load_model",
     "load_samples",
     "op_coverage",
+    "opset_versions",
     "parse_input_shapes",
+    "proto_text",
     "resolve_input_specs",
     "supported_ops",
 ]

@@ -47,9 +47,11 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
             )
     except (tvm.error.OpNotImplemented, NotImplementedError) as exc:
         raise UserError(f"the importer cannot convert this model: {_summary(exc)}") from None
-    except (ValueError, RuntimeError, AssertionError, KeyError, IndexError) as exc:  # TVM errors are RuntimeErrors
+    # TVM errors are RuntimeErrors; its type checks (e.g. int8 data into a float32 Conv) raise TypeError
+    except (ValueError, RuntimeError, AssertionError, KeyError, IndexError, TypeError) as exc:
         raise UserError(f"the importer rejected the model ({type(exc).__name__}: {_summary(exc)}); "
                         "check the graph with `edgetune inspect` or re-export it") from None
+    _check_no_empty_tensors(mod)
     outputs = _output_specs(mod, [o.name for o in proto.graph.output])
     return ImportedModel(mod, Signature(inputs, outputs), model)
 
@@ -90,6 +92,20 @@ def identifier_inputs(proto: onnx.ModelProto, inputs: Sequence[str]) -> onnx.Mod
 def _value_names(graph: onnx.GraphProto) -> set[str]:
     return {n for node in graph.node for n in (*node.input, *node.output)} | {
         v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+def _check_no_empty_tensors(mod: tvm.IRModule) -> None:
+    """Refuse an operator whose result has a dimension of 0 or less, such as a pooling window larger than its
+    input: ONNX's shape inference and onnxruntime let it through, and TVM's legalization rejects it only in the
+    pass pipeline, as an internal error."""
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            ty = binding.var.ty
+            if not (isinstance(binding.value, relax.Call) and isinstance(ty, relax.TensorType)
+                    and isinstance(ty.shape, relax.ShapeExpr)):
+                continue
+            if any(isinstance(dim, tvm.tirx.IntImm) and int(dim) <= 0 for dim in ty.shape.values):
+                raise UserError(f"{binding.value.op.name} makes an empty tensor of shape {ty.shape} (a window "
+                                "larger than its input?); check the input shapes with `edgetune inspect` or "
+                                "re-export the model")
 
 
 def _output_specs(mod: tvm.IRModule, names: list[str]) -> tuple[TensorSpec, ...]:

@@ -68,11 +68,33 @@ def _load_file(path: Path) -> onnx.ModelProto:
 
 
 def _check(proto: onnx.ModelProto, origin: str) -> None:
+    """onnx.checker, then strict type and shape inference: the checker passes graphs whose tensors disagree
+    (an int16 input into a float Conv, negative pads, a dimension past int64), which TVM would only reject
+    deep in its importer or passes, as an internal error."""
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{origin} fails onnx.checker: {first}; fix or re-export the model") from None
+        raise UserError(f"{origin} fails onnx.checker: {_first_line(exc)}; fix or re-export the model") from None
+    try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        raise UserError(f"{origin}: its types or shapes do not agree ({_first_line(exc)}); fix or re-export "
+                        "the model") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def opset_versions(proto: onnx.ModelProto) -> dict[str, int]:
+    """Domain -> opset version, as the manifest and `edgetune inspect` show them."""
+    return {proto_text(op.domain) or "ai.onnx": op.version for op in proto.opset_import}
+
+
+def proto_text(value: str | bytes) -> str:
+    """A string field of a parsed model: protobuf hands over bytes where the field is not valid UTF-8."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def _is_torch_module(obj: Any) -> bool:

@@ -6,6 +6,7 @@ the user's `--input-shape` values, and every feed given to a compiled model is c
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -80,7 +81,7 @@ class Signature:
                 got = TensorSpec(spec.name, tuple(array.shape), str(array.dtype)).describe()
                 raise UserError(f"input {got} does not match the model's {spec.describe()}; "
                                 "convert or reshape it to the declared dtype and shape")
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(np.asarray(array, order="C"))  # ascontiguousarray makes scalars 1-d
         return arrays
 
     def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:
@@ -89,6 +90,7 @@ class Signature:
         feed = {}
         for spec in self.inputs:
             dtype = np.dtype(spec.dtype)
+            _check_allocatable(spec, dtype)
             if dtype.kind == "f":
                 feed[spec.name] = rng.uniform(-1.0, 1.0, spec.shape).astype(dtype)
             elif dtype.kind in "iu":
@@ -98,6 +100,19 @@ class Signature:
             else:
                 raise UserError(f"cannot generate random data for input {spec.describe()}; pass --inputs FILE.npz")
         return feed
+
+
+def _check_allocatable(spec: TensorSpec, dtype: np.dtype) -> None:
+    """Refuse before numpy tries: a shape such as 2**40 x 3 x 224 x 224 would raise MemoryError (or be
+    overcommitted and killed by the kernel) instead of naming the input."""
+    import psutil
+
+    needed = math.prod(spec.shape) * (8 + dtype.itemsize)  # numpy draws float64 (or int64) first, then casts
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise UserError(f"input {spec.describe()} needs {needed / 2**30:.3g} GiB of random data, more than the "
+                        f"{available / 2**30:.3g} GiB available; re-export the model with a smaller shape (or give its "
+                        "dynamic dimensions with --input-shape)")
 
 
 _SHAPE_RE = re.compile(r"^\d+([x,]\d+)*$|^$")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import psutil
 
 from ..errors import UserError
 
@@ -67,6 +68,14 @@ class LatencyReport:
     # Per accelerator layer (VTA): the timing model's cycles, latency at the clock, utilisation, and the
     # simulator's DRAM traffic and operation counts.
     accelerator: list[dict[str, Any]] = field(default_factory=list)
+    # This process's resident memory around the timed runs (for an RPC device: the host's side only). A long
+    # profile is a soak test: the runs must not grow it.
+    rss_before_mb: float = 0.0
+    rss_after_mb: float = 0.0
+
+    @property
+    def rss_growth_pct(self) -> float:
+        return 100.0 * (self.rss_after_mb - self.rss_before_mb) / self.rss_before_mb if self.rss_before_mb else 0.0
 
     @property
     def stats(self) -> dict[str, float]:
@@ -101,6 +110,8 @@ class LatencyReport:
             "samples_ms": self.samples_ms,
             "kernels": [asdict(k) for k in self.kernels],
             "kernel_check": self.kernel_check(),
+            "memory": {"rss_before_mb": self.rss_before_mb, "rss_after_mb": self.rss_after_mb,
+                       "growth_pct": self.rss_growth_pct},
             **({"kernels_skipped": self.kernels_skipped} if self.kernels_skipped else {}),
             **({"accelerator": self.accelerator} if self.accelerator else {}),
         }
@@ -112,7 +123,9 @@ class LatencyReport:
                    samples_ms=list(data["samples_ms"]), kernels=[KernelStat(**k) for k in data["kernels"]],
                    kernel_runs=check["runs"], instrumented_ms=check["instrumented_end_to_end_ms"],
                    emulated=data.get("emulated", False), kernels_skipped=data.get("kernels_skipped", ""),
-                   accelerator=list(data.get("accelerator", [])))
+                   accelerator=list(data.get("accelerator", [])),
+                   rss_before_mb=data.get("memory", {}).get("rss_before_mb", 0.0),
+                   rss_after_mb=data.get("memory", {}).get("rss_after_mb", 0.0))
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -134,6 +147,9 @@ class LatencyReport:
             f"  mean {s['mean_ms']:.3f} ms  p50 {s['p50_ms']:.3f}  p90 {s['p90_ms']:.3f}  p99 {s['p99_ms']:.3f}  "
             f"min {s['min_ms']:.3f}  max {s['max_ms']:.3f}  std {s['std_ms']:.3f}",
         ]
+        if self.rss_before_mb:
+            lines.append(f"  resident memory {self.rss_before_mb:.1f} MB before the timed runs, "
+                         f"{self.rss_after_mb:.1f} MB after ({self.rss_growth_pct:+.2f}%)")
         if self.emulated:
             lines.insert(0, EMULATED_NOTE)
         if self.kernels_skipped:
@@ -172,10 +188,14 @@ def measure(vm: Any, device: Any, args: Sequence[Any], config: ProfileConfig, de
     repeat = config.repeat
     if config.max_seconds is not None and per_run > 0:
         repeat = max(1, min(repeat, math.floor(config.max_seconds / per_run)))
+    process = psutil.Process()
+    rss_before = process.memory_info().rss / 2**20
     result = vm.time_evaluator("main", device, number=1, repeat=repeat)(*args)
+    rss_after = process.memory_info().rss / 2**20
     samples = [float(t) * 1e3 for t in result.results]
     report = LatencyReport(device=device_name, threads=threads, warmup=config.warmup, repeat=len(samples),
-                           samples_ms=samples, emulated=emulated, kernels_skipped=kernels_skipped)
+                           samples_ms=samples, emulated=emulated, kernels_skipped=kernels_skipped,
+                           rss_before_mb=rss_before, rss_after_mb=rss_after)
     if not kernels_skipped and config.kernel_runs:
         _breakdown(vm, main, args, config.kernel_runs, report)
     return report

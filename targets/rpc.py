@@ -112,15 +112,26 @@ def _check_reachable(device: RemoteDevice) -> None:
                         "start it (for an emulated device: `edgetune emulate`) or fix the address") from None
 
 
+def _server_answers(device: RemoteDevice) -> bool:
+    """Whether the device's server opens a new session (a listening socket alone may be a server being torn
+    down)."""
+    try:
+        connect(device)
+        return True
+    except Exception:  # noqa: BLE001 - refused, reset mid-handshake, timed out: all mean it does not answer
+        return False
+
+
 @dataclass
 class RemoteSession(Session):
     """A library loaded on a remote device; a device that drops the session is reported, not a crash."""
 
     remote: Any = None  # tvm.rpc.RPCSession: keeps the connection open while the module is in use
     built_for: str = ""
+    address: RemoteDevice | None = None
 
     def running(self) -> ContextManager[None]:
-        return _reporting_lost_device(self.remote, self.built_for, self.device_name)
+        return _reporting_lost_device(self.remote, self.built_for, self.device_name, self.address)
 
 
 def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteSession:
@@ -128,7 +139,7 @@ def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteS
     remote = connect(device)
     description, emulated = _describe(remote, device)
     built_for = _built_for(target)
-    with _reporting_lost_device(remote, built_for, description):
+    with _reporting_lost_device(remote, built_for, description, device):
         remote.upload(str(library), target=library.name)
         try:
             module = remote.load_module(library.name)
@@ -142,13 +153,15 @@ def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteS
         vm = VirtualMachine(module, remote_device)
     return RemoteSession(module, remote_device, vm, device_name=description,
                          threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,
-                         kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=built_for)
+                         kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=built_for, address=device)
 
 
 @contextlib.contextmanager
-def _reporting_lost_device(remote: rpc.RPCSession, built_for: str, device_name: str) -> Iterator[None]:
-    """A device that ends the session while running the library is the signature of an instruction its core
-    lacks (SIGILL kills the server's session); any other failure passes through unchanged."""
+def _reporting_lost_device(remote: rpc.RPCSession, built_for: str, device_name: str,
+                           device: RemoteDevice) -> Iterator[None]:
+    """A lost session is reported as what it most likely was: a server that no longer answers disconnected
+    (a board unplugged, a server killed); one that still answers ended only this session, the signature of an
+    instruction its core lacks (SIGILL kills the server's session). Any other failure passes through unchanged."""
     try:
         yield
     except EdgetuneError:
@@ -156,6 +169,9 @@ def _reporting_lost_device(remote: rpc.RPCSession, built_for: str, device_name: 
     except Exception:
         if _alive(remote):
             raise
+        if not _server_answers(device):
+            raise UserError(f"lost the device ({device_name}) while running the library: its RPC server stopped "
+                            "answering; check the device and restart its server, then run again") from None
         raise UserError(
             f"the library uses instructions the device's CPU lacks (built for {built_for}, device {device_name}): "
             "the device's RPC server ended the session while running it; compile for the device's core (see "

@@ -7,15 +7,20 @@ when run as root).
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+import psutil
 import pytest
 
 import edgetune
+from edgetune.cli import build_parser
 from edgetune.errors import UserError
 from edgetune.targets import get_target
 from edgetune.targets.arm import PRESETS
@@ -215,3 +220,37 @@ def test_tracker_without_the_key_answers_instead_of_blocking():
     with serving(tracker, r"bind to 127\.0\.0\.1:(\d+)") as ready:
         with pytest.raises(UserError, match="has no device with key 'pi4'"):
             connect(RemoteDevice("127.0.0.1", int(ready.group(1)), key="pi4", timeout_s=10))
+
+
+def _listening(port: int) -> list:
+    return [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+@needs_tools
+def test_servers_edgetune_starts_listen_on_loopback_only(a72):
+    assert [c.laddr.ip for c in _listening(a72.port)] == ["127.0.0.1"]
+    assert build_parser().parse_args(["emulate"]).host == "127.0.0.1"
+
+
+@needs_tools
+def test_device_lost_mid_profile_is_a_one_line_error(digits_arm):
+    """The emulated device's server is SIGKILLed while `edgetune profile` times a million runs on it: the
+    command ends promptly with one line naming the lost device, and the artifact is left as it was."""
+    out, _ = digits_arm
+    manifest = (out / "manifest.json").read_bytes()
+    with emulated_device("cortex-a72") as device:
+        server = psutil.Process(_listening(device.port)[0].pid)
+        profile = subprocess.Popen([EDGETUNE, "profile", str(out), "--rpc", f"{device.host}:{device.port}",
+                                    "--repeat", "1000000", "--warmup", "1"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not server.children() and time.monotonic() < deadline:  # the server forks once a session opens
+            time.sleep(0.2)
+        time.sleep(5)  # upload, load, warm-up: then the timed runs
+        assert profile.poll() is None, profile.communicate()
+        os.killpg(server.pid, signal.SIGKILL)
+        lost = time.monotonic()
+        result = subprocess.CompletedProcess(profile.args, profile.wait(timeout=120), *profile.communicate())
+    assert time.monotonic() - lost < 60
+    assert "lost the device (cortex-a72 emulated" in one_line_error(result)
+    assert (out / "manifest.json").read_bytes() == manifest

@@ -3,17 +3,23 @@
 import csv
 import io
 import json
+import os
+import random
+import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import edgetune
-from edgetune.artifact import StagedFolder
+from edgetune.artifact import StagedFolder, sweep_stale
 from edgetune.errors import UserError
 
-from onnx_models import conv_net, two_outputs
+from onnx_models import conv_net, save, two_outputs
+from sigkill import run_until_killed
 
 MANIFEST_KEYS = {"schema", "created", "versions", "source", "target", "signature", "passes", "compile_seconds",
                  "validation", "latency", "files"}
@@ -137,3 +143,72 @@ def test_missing_parent_folders_are_created(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         edgetune.compile(two_outputs()).save(tmp_path / "file" / "m")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_what_a_killed_writer_left_is_swept_by_the_next(tmp_path):
+    """A writer killed between `publish()`'s two renames leaves the previous artifact moved aside: it is put
+    back; staging folders of dead writers are removed, a live writer's are left alone."""
+    dead, out = _dead_pid(), tmp_path / "m"
+    (tmp_path / f".m.old-{dead}-x").mkdir()
+    (tmp_path / f".m.old-{dead}-x" / "manifest.json").write_text("{}")
+    (tmp_path / f".m.tmp-{dead}-y").mkdir()
+    (tmp_path / f".m.tmp-{os.getpid()}-z").mkdir()
+    sweep_stale(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".m.tmp-{os.getpid()}-z", "m"]
+    assert (out / "manifest.json").read_text() == "{}"
+
+
+EDGETUNE = str(Path(sys.executable).parent / "edgetune")
+
+
+@pytest.mark.parametrize("kills", [3, pytest.param(20, marks=pytest.mark.slow)])
+def test_kill_9_during_compile_never_leaves_a_partial_artifact(tmp_path, kills):
+    """`edgetune compile --force` SIGKILLed at seeded random moments over a whole run: each time OUTDIR is absent
+    or complete (every checksum verifies), nothing but a dead writer's hidden staging folder is beside it, and
+    the next compile sweeps that away."""
+    model = save(two_outputs(), tmp_path / "two.onnx")
+    folder = tmp_path / "artifacts"
+    out = folder / "m"
+    command = [EDGETUNE, "compile", str(model), "-o", str(out), "--force", "--repeat", "1", "--warmup", "0"]
+    started = time.monotonic()
+    assert run_until_killed(command, 600, tmp_path / "log") == 0
+    whole_run = time.monotonic() - started
+    rng = random.Random(kills)
+    outcomes = []
+    for _ in range(kills):
+        status = run_until_killed(command, rng.uniform(0, whole_run), tmp_path / "log")
+        assert status in (None, 0), (tmp_path / "log").read_text()
+        outcomes.append(status)
+        if out.exists():
+            assert edgetune.load(out).signature.input_names == ["a", "b"]
+        strays = [p.name for p in folder.iterdir() if p != out]
+        assert all(re.fullmatch(r"\.m\.(tmp|old)-\d+-\w+", name) for name in strays), strays
+    assert run_until_killed(command, 600, tmp_path / "log") == 0
+    assert [p.name for p in folder.iterdir()] == ["m"]
+    assert outcomes.count(None) >= kills // 2  # most kills landed mid-run
+
+
+def test_run_and_profile_refuse_another_artifacts_library(saved, tmp_path):
+    """model.so swapped for another (valid) artifact's library: `run` and `profile` verify the checksums before
+    loading it and refuse with one line (exit 2); nothing is loaded, nothing rewritten."""
+    out, compiled = saved
+    victim, other = tmp_path / "victim", tmp_path / "other"
+    compiled.save(victim)
+    edgetune.compile(two_outputs()).save(other)
+    (victim / "model.so").write_bytes((other / "model.so").read_bytes())
+    manifest = (victim / "manifest.json").read_bytes()
+    np.savez(tmp_path / "in.npz", **compiled.signature.random_feed(1))
+    for args in (["run", victim, "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "y.npz"],
+                 ["profile", victim, "--repeat", "1"]):
+        result = subprocess.run([EDGETUNE, *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"edgetune: error: {victim / 'model.so'} does not match the checksum in manifest.json; refusing to "
+            "load it (recompile, or restore the original file)"]
+    assert not (tmp_path / "y.npz").exists() and (victim / "manifest.json").read_bytes() == manifest

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from edgetune.errors import UserError
 from edgetune.targets import get_target
 
 from onnx_models import conv_net, save
+from sigkill import run_until_killed
 
 
 def test_database_is_keyed_by_target_and_tvm_version(tmp_path):
@@ -176,3 +178,28 @@ def test_tuning_on_two_devices_of_an_rpc_tracker(tmp_path):
     assert int(re.search(r"(\d+) candidates measured now", result.stdout).group(1)) >= 4
     assert len(TuningDatabase(tmp_path / "db", get_target("host").tvm_target()).ms.get_all_tuning_records()) >= 4
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_no_committed_record(tmp_path):
+    """`edgetune tune` SIGKILLed (workers too) at 20 seeded random moments between 20 s and 140 s after its start
+    (its first batch comes after about a minute here), again and again on one database: after each kill the
+    database loads, and it holds every record held before plus every trial the run reported (the progress line
+    comes after MetaSchedule has appended the batch's records). Each run gets 16 more trials than the database
+    holds, so batches are small (4) and every run has work to do. (The default suite's version is the kill
+    after the first reported batch above.)"""
+    kills = 20
+    model = save(conv_net(channels=8, size=8), tmp_path / "conv.onnx")
+    db, log = tmp_path / "db", tmp_path / "log"
+    target = get_target("host").tvm_target()
+    rng = random.Random(kills)
+    held = reported_in_all = 0
+    for attempt in range(kills):
+        command = [EDGETUNE, "tune", str(model), "--trials", str(held + 16), "--db", str(db), "--seed", str(attempt)]
+        status = run_until_killed(command, rng.uniform(20, 140), log)
+        assert status in (None, 0), log.read_text()
+        reports = re.findall(r"(\d+)/\d+ trials", log.read_text())
+        reported = int(reports[-1]) if reports else 0
+        records = len(TuningDatabase(db, target).ms.get_all_tuning_records())
+        assert records >= held + reported, (attempt, held, reported, log.read_text())
+        held, reported_in_all = records, reported_in_all + reported
+    print(f"{kills} kills; {reported_in_all} trials reported before them, all kept; {held} records")
+    assert reported_in_all > 0

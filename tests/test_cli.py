@@ -189,3 +189,17 @@ def test_internal_error_exit_1_names_traceback_file(tmp_path):
     assert_clean_error(result, 1, "internal error: ZeroDivisionError", "traceback written to")
     (log,) = tmp_path.glob("edgetune-crash-*.log")
     assert "ZeroDivisionError" in log.read_text()
+
+
+def test_profile_soak_keeps_resident_memory_flat(models, tmp_path):
+    """`edgetune profile --repeat 10000`: the process's resident size after the timed runs is within 5% of
+    before them, and the command reports both."""
+    out = tmp_path / "a"
+    assert run("compile", models["conv"], "-o", out, "--repeat", "2").returncode == 0
+    result = run("profile", out, "--repeat", "10000")
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "latency.json").read_text())
+    memory = log["memory"]
+    assert log["end_to_end"]["repeat"] == 10000 and memory["rss_before_mb"] > 0
+    assert memory["growth_pct"] < 5, memory
+    assert f"resident memory {memory['rss_before_mb']:.1f} MB before the timed runs" in result.stdout
