@@ -4,6 +4,7 @@ from . import quantized_ops  # noqa: F401  (registers the QOperator converters)
 from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
 from .importer import ImportedModel, import_model
 from .loader import LoadedModel, export_torch, load_model
+from .parameters import bind_inputs, parameter_inputs
 from .samples import SampleSet, load_samples
 from .signature import Signature, TensorSpec, parse_input_shapes, resolve_input_specs
 
@@ -14,12 +15,14 @@ __all__ = [
     "SampleSet",
     "Signature",
     "TensorSpec",
+    "bind_inputs",
     "check_supported",
     "export_torch",
     "import_model",
     "load_model",
     "load_samples",
     "op_coverage",
+    "parameter_inputs",
     "parse_input_shapes",
     "resolve_input_specs",
     "supported_ops",

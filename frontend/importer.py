@@ -14,7 +14,9 @@ from ..errors import UserError
 from .converters import edgetune_converters
 from .coverage import check_supported
 from .loader import LoadedModel
+from .parameters import check_parameters_known
 from .signature import Signature, TensorSpec, resolve_input_specs
+from .static_values import fold_static_values
 
 
 @dataclass
@@ -31,6 +33,8 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
         proto = onnx.inliner.inline_local_functions(proto)
     inputs = resolve_input_specs(proto, input_shapes)
     check_supported(proto)
+    proto = fold_static_values(proto, inputs)
+    check_parameters_known(proto)
     from tvm.relax.frontend.onnx import from_onnx
 
     try:

@@ -32,7 +32,7 @@ def test_dynamic_dims_need_input_shape():
     ({"x": (1, 3, 16)}, "rank 3 but the model declares rank 4"),
     ({"x": (1, 4, 16, 16)}, "contradicts the model's static dims"),
     ({"y": (1, 3, 16, 16)}, "unknown input y; the model's inputs are x"),
-    ({"x": (0, 3, 16, 16)}, "positive integer"),
+    ({"x": (-1, 3, 16, 16)}, "non-negative integer"),
 ])
 def test_bad_input_shapes(shapes, message):
     with pytest.raises(UserError, match=message):
