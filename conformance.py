@@ -195,7 +195,7 @@ def run_case(case: Case) -> CaseResult:
             except (AssertionError, TypeError) as exc:
                 return result("mismatch", _first_line(exc))
     except UserError as exc:  # edgetune refused the model, saying why
-        return result("unsupported" if str(exc).startswith("unsupported operators") else "refused", str(exc))
+        return result("unsupported" if str(exc).startswith("unsupported ") else "refused", str(exc))
     except Exception as exc:  # anything else escaping the pipeline is a bug in edgetune or TVM
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         return result("error", f"{type(exc).__name__}: {_first_line(exc)} "

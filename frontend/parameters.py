@@ -54,16 +54,49 @@ PARAMETER_SLOTS: dict[str, dict[int, str]] = {
 
 
 def parameter_inputs(model: onnx.ModelProto) -> dict[str, str]:
-    """Graph inputs (not initializers) that feed an operator parameter -> 'Op node's parameter'."""
+    """Graph inputs (not initializers) whose values set an operator parameter -> which parameter.
+
+    An input feeds a parameter directly, or through integer arithmetic on it (function bodies and exporters
+    compute pads and slice bounds from a `shape` input); the values behind `Shape`/`Size` are not needed.
+    """
     initializers = {i.name for i in model.graph.initializer}
-    graph_inputs = {i.name for i in model.graph.input} - initializers
+    graph_inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    producers = {out: node for node in model.graph.node for out in node.output}
     found: dict[str, str] = {}
     for index, node in enumerate(model.graph.node):
         for slot, what in PARAMETER_SLOTS.get(node.op_type, {}).items():
-            if slot < len(node.input) and node.input[slot] in graph_inputs:
-                found.setdefault(node.input[slot], f"the {what} of {node.op_type} node "
-                                                   f"{node.name or f'#{index}'!r}")
+            if slot >= len(node.input) or not node.input[slot]:
+                continue
+            parameter = f"the {what} of {node.op_type} node {node.name or f'#{index}'!r}"
+            for name in _sources(node.input[slot], producers, graph_inputs):
+                found.setdefault(name, parameter)
     return found
+
+
+def _sources(value: str, producers: dict[str, onnx.NodeProto], graph_inputs: dict) -> list[str]:
+    """Graph inputs `value` is computed from: itself, or integer inputs reached through the producing nodes."""
+    if value in graph_inputs:
+        return [value]
+    sources, seen, stack = [], {value}, [value]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.op_type in ("Shape", "Size"):
+            continue
+        for name in node.input:
+            if not name or name in seen:
+                continue
+            seen.add(name)
+            if name in graph_inputs:
+                if _is_integer(graph_inputs[name]):
+                    sources.append(name)
+            else:
+                stack.append(name)
+    return sources
+
+
+def _is_integer(value_info: onnx.ValueInfoProto) -> bool:
+    elem_type = value_info.type.tensor_type.elem_type
+    return bool(elem_type) and np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).kind in "iu"
 
 
 def bind_inputs(model: LoadedModel, values: Mapping[str, np.ndarray]) -> LoadedModel:

@@ -80,7 +80,7 @@ class Signature:
                 got = TensorSpec(spec.name, tuple(array.shape), str(array.dtype)).describe()
                 raise UserError(f"input {got} does not match the model's {spec.describe()}; "
                                 "convert or reshape it to the declared dtype and shape")
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(np.asarray(array, order="C"))  # (ascontiguousarray turns 0-d into 1-d)
         return arrays
 
     def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:

@@ -22,15 +22,26 @@ from .signature import TensorSpec
 _NEVER_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                "Bernoulli"}
 _MAX_FOLDED_ELEMENTS = 1 << 16
+_MAX_ROUNDS = 8  # a folded value can make further shapes static (Pad with folded pads -> its Shape)
 
 
 def fold_static_values(model: onnx.ModelProto, inputs: tuple[TensorSpec, ...]) -> onnx.ModelProto:
     """`model` with its input shapes made static and its shape arithmetic replaced by initializers."""
     model = _with_static_inputs(model, inputs)
+    for _ in range(_MAX_ROUNDS):
+        folded = _fold_once(model)
+        if folded is None:
+            break
+        model = folded
+    return model
+
+
+def _fold_once(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """One round: shape inference, then every node it makes foldable; None when nothing folds."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError:
-        return model
+        return None
     types = {vi.name: vi.type for vi in [*inferred.graph.value_info, *inferred.graph.output, *model.graph.input]}
     known = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     graph_outputs = {o.name for o in model.graph.output}
@@ -45,7 +56,7 @@ def fold_static_values(model: onnx.ModelProto, inputs: tuple[TensorSpec, ...]) -
             known[name] = value
             folded.append(numpy_helper.from_array(np.asarray(value), name))
     if not folded:
-        return model
+        return None
     del model.graph.node[:]
     model.graph.node.extend(kept)
     model.graph.initializer.extend(folded)
