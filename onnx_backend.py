@@ -3,8 +3,8 @@ drive the whole pipeline: import, edgetune's passes, build and export for the ho
 
 ONNX's tests declare dynamic input shapes and feed operator parameters (axes, pads, sizes, k, ...) as graph
 inputs whose values come only at run time, while edgetune compiles ahead of time for static shapes. The
-prepared model therefore compiles at its first run for the shapes given and with those parameter inputs bound
-to the values given, and compiles again if a later run differs: each build computes exactly the model with
+prepared model therefore compiles at its first run for the shapes given and with those parameter inputs (and
+any input that overrides an initializer's default) bound to the values given, and compiles again if a later run differs: each build computes exactly the model with
 those shapes and values, as a user gets with `input_shapes=` and `bind_inputs=`.
 """
 
@@ -25,14 +25,18 @@ class EdgetuneRep(BackendRep):
         self.model = model
         self.target = target
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
+        self.all_inputs = [i.name for i in model.graph.input]
+        self.defaults = [name for name in self.all_inputs if name in initializers]
         self.parameters = [name for name in self.input_names if name in parameter_inputs(model)]
         self._compiled: dict[bytes, Any] = {}
 
     def run(self, inputs: Sequence[Any], **kwargs: Any) -> tuple[np.ndarray, ...]:
         from . import api
 
-        feed = dict(zip(self.input_names, inputs))
-        bound = {name: np.asarray(feed.pop(name)) for name in self.parameters}
+        # Inputs with an initializer are defaults the caller may override: fed, they are bound like parameters.
+        names = self.input_names if len(inputs) <= len(self.input_names) else self.all_inputs
+        feed = dict(zip(names, inputs))
+        bound = {name: np.asarray(feed.pop(name)) for name in [*self.parameters, *self.defaults] if name in feed}
         shapes = {name: np.shape(value) for name, value in feed.items()}
         key = repr(shapes).encode() + b"".join(name.encode() + value.dtype.str.encode() + repr(value.shape).encode()
                                                + value.tobytes() for name, value in bound.items())

@@ -88,20 +88,11 @@ class BatchNormalization(onnx_frontend.BatchNormalization):
     """Training mode (batch statistics and running-stat outputs) is refused: the stock converter ignores it
     and normalizes with the running statistics."""
 
-    @staticmethod
-    def _check(attr) -> None:
+    @classmethod
+    def _impl_v15(cls, bb, inputs, attr, params):  # the stock converter's only version, for every opset
         if attr.get("training_mode", 0):
             raise NotImplementedError("BatchNormalization with training_mode=1 is training-only; export the "
                                       "model in eval mode")
-
-    @classmethod
-    def _impl_v13(cls, bb, inputs, attr, params):  # also serves opset 14, where training_mode appeared
-        cls._check(attr)
-        return super()._impl_v13(bb, inputs, attr, params)
-
-    @classmethod
-    def _impl_v15(cls, bb, inputs, attr, params):
-        cls._check(attr)
         return super()._impl_v15(bb, inputs, attr, params)
 
 
@@ -148,11 +139,6 @@ class _NonEmptyReduction:
         return super()._impl_v11(bb, inputs, attr, params)
 
     @classmethod
-    def _impl_v13(cls, bb, inputs, attr, params):
-        cls._check(inputs, attr)
-        return super()._impl_v13(bb, inputs, attr, params)
-
-    @classmethod
     def _impl_v18(cls, bb, inputs, attr, params):
         cls._check(inputs, attr)
         return super()._impl_v18(bb, inputs, attr, params)
@@ -166,3 +152,56 @@ class ReduceMax(_NonEmptyReduction, onnx_frontend.ReduceMax):
 @register_converter("ReduceMin")
 class ReduceMin(_NonEmptyReduction, onnx_frontend.ReduceMin):
     pass
+
+
+@register_converter("Resize")
+class Resize(onnx_frontend.Resize):
+    """Antialiasing is refused, and so is linear or cubic resizing by scales whose output sizes are rounded:
+    ONNX maps coordinates with the given scale, the stock converter with the ratio of the rounded sizes."""
+
+    @classmethod
+    def _impl_v18(cls, bb, inputs, attr, params):
+        if attr.get("antialias", 0):
+            raise NotImplementedError("Resize with antialias=1 is not supported")
+        mode = attr.get("mode", b"nearest").decode("ascii")
+        scales = _constant(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else None
+        shape = _static_shape(inputs[0])
+        if mode != "nearest" and scales is not None and scales.size and shape is not None and attr.get("axes") is None:
+            exact = [float(size) * float(scale) for size, scale in zip(shape, scales)]
+            if any(value != int(value) for value in exact):
+                raise NotImplementedError(f"{mode} Resize by scales {scales.tolist()} of a {shape} input rounds "
+                                          "the output size, which is not supported; give sizes instead")
+        return super()._impl_v18(bb, inputs, attr, params)
+
+
+@register_converter("ConvTranspose")
+class ConvTranspose(onnx_frontend.ConvTranspose):
+    """An explicit output_shape is refused: the stock converter ignores it (and its implied padding)."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        if "output_shape" in attr:
+            raise NotImplementedError("ConvTranspose with output_shape is not supported; give pads and "
+                                      "output_padding instead")
+        return super()._impl_v1(bb, inputs, attr, params)
+
+
+@register_converter("SequenceInsert")
+class SequenceInsert(onnx_frontend.OnnxOpConverter):
+    """A given negative position counts from the back (-1 inserts before the last tensor); the stock
+    converter treats every negative position like the missing one (append)."""
+
+    @classmethod
+    def _impl_v11(cls, bb, inputs, attr, params):
+        items = list(inputs[0])
+        if len(inputs) < 3 or inputs[2] is None:
+            return relax.Tuple(items + [inputs[1]])
+        position = _constant(inputs[2])
+        if position is None:
+            raise NotImplementedError("SequenceInsert needs its position at compile time")
+        position = int(position)
+        if not -len(items) <= position <= len(items):
+            raise NotImplementedError(f"SequenceInsert position {position} is outside [-{len(items)}, "
+                                      f"{len(items)}]")
+        items.insert(position, inputs[1])  # Python's list.insert is ONNX's rule for both signs
+        return relax.Tuple(items)

@@ -35,6 +35,10 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
         proto = onnx.inliner.inline_local_functions(proto)
     proto = upgrade_old_opsets(proto, convert_map())
     inputs = resolve_input_specs(proto, input_shapes)
+    not_tensors = [o.name for o in proto.graph.output if not o.type.HasField("tensor_type")]
+    if not_tensors:
+        raise UserError(f"outputs {', '.join(map(repr, not_tensors))} are not tensors (sequences, maps and "
+                        "optionals are not supported as outputs)")
     proto = expand_functions(proto, supported_ops())
     check_supported(proto)
     proto = fold_static_values(proto, inputs)

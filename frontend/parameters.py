@@ -108,9 +108,12 @@ def bind_inputs(model: LoadedModel, values: Mapping[str, np.ndarray]) -> LoadedM
     if unknown:
         raise UserError(f"bind_inputs names {', '.join(unknown)}, which the model does not take as inputs; "
                         f"its inputs are {', '.join(declared)}")
+    defaults = {init.name: init for init in proto.graph.initializer}  # inputs with a default value
     for name, value in values.items():
         elem_type = declared[name].type.tensor_type.elem_type
         array = np.asarray(value, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        if name in defaults:
+            proto.graph.initializer.remove(defaults[name])
         proto.graph.initializer.append(numpy_helper.from_array(array, name))
         proto.graph.input.remove(declared[name])
     return LoadedModel(proto, hashlib.sha256(proto.SerializeToString()).hexdigest(), model.origin)
