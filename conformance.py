@@ -172,12 +172,24 @@ def _array(value: Any) -> Any:
 
 # --- running one case ------------------------------------------------------------------------------------------
 
-def run_case(case: Case) -> CaseResult:
-    """Compile and run one case with edgetune and compare its outputs as ONNX's runner does."""
+BACKENDS = ("edgetune", "onnxruntime")
+
+
+def _backend(name: str) -> Any:
+    if name == "onnxruntime":  # the reference the issue measures against, through its own onnx.backend
+        from onnxruntime.backend.backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend
+    from .onnx_backend import EdgetuneBackend
+
+    return EdgetuneBackend
+
+
+def run_case(case: Case, backend: str = "edgetune") -> CaseResult:
+    """Prepare and run one case with `backend` and compare its outputs as ONNX's runner does."""
     from onnx.backend.test.runner import Runner
 
     from .errors import UserError
-    from .onnx_backend import EdgetuneBackend
 
     start = time.perf_counter()
 
@@ -188,7 +200,7 @@ def run_case(case: Case) -> CaseResult:
     model, data_sets = case.load()
     try:
         for inputs, expected in data_sets:
-            prepared = EdgetuneBackend.prepare(model)
+            prepared = _backend(backend).prepare(model, "CPU")
             outputs = prepared.run(inputs)
             try:
                 Runner.assert_similar_outputs(expected, outputs, rtol=case.rtol, atol=case.atol)
@@ -210,13 +222,13 @@ def _first_line(exc: BaseException) -> str:
 
 # --- the worker pool -------------------------------------------------------------------------------------------
 
-def _worker(conn: Connection) -> None:
+def _worker(conn: Connection, backend: str) -> None:
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     while True:
         case = conn.recv()
         if case is None:
             return
-        conn.send(run_case(case))
+        conn.send(run_case(case, backend))
 
 
 @dataclass
@@ -228,8 +240,8 @@ class _Slot:
     started: float = 0.0
 
 
-def run_cases(cases: Sequence[Case], workers: int = 2,
-              on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+def run_cases(cases: Sequence[Case], workers: int = 2, on_result: Callable[[CaseResult], None] | None = None,
+              backend: str = "edgetune") -> list[CaseResult]:
     """Run `cases` in `workers` processes; a case that crashes its worker or overruns its time limit fails
     (and its worker is replaced). Results come back in the order of `cases`."""
     context = multiprocessing.get_context("spawn")
@@ -239,7 +251,7 @@ def run_cases(cases: Sequence[Case], workers: int = 2,
 
     def start() -> _Slot:
         parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(child,), daemon=True)
+        process = context.Process(target=_worker, args=(child, backend), daemon=True)
         process.start()
         child.close()
         return _Slot(process, parent)
@@ -275,7 +287,7 @@ def run_cases(cases: Sequence[Case], workers: int = 2,
                     try:
                         finish(slot, slot.conn.recv())
                         continue
-                    except EOFError:
+                    except (EOFError, OSError):  # the worker died mid-answer
                         pass
                 if slot.conn in ready or slot.process.sentinel in ready:
                     fail(slot, "crash", f"the worker process died (exit code {slot.process.exitcode})")

@@ -2,7 +2,8 @@
 
     python scripts/onnx_conformance.py                      # every category, results to bench/results/
     python scripts/onnx_conformance.py -c node -k resize    # node cases whose name contains "resize"
-    python scripts/onnx_conformance.py --from-json R.json --readme   # rewrite README's table from a run
+    python scripts/onnx_conformance.py --backend onnxruntime --json ort.json   # the same cases in onnxruntime
+    python scripts/onnx_conformance.py --from-json R.json --readme --reference ort.json  # README's table
     python scripts/onnx_conformance.py --write-expected     # regenerate tests/onnx_backend_expected_failures.txt
 """
 
@@ -31,16 +32,20 @@ def main() -> int:
                         help="categories to run (repeatable; default: all)")
     parser.add_argument("-k", "--contains", help="only cases whose name contains this text")
     parser.add_argument("-j", "--workers", type=int, default=2)
+    parser.add_argument("--backend", choices=conformance.BACKENDS, default="edgetune",
+                        help="run the cases with edgetune, or with onnxruntime for comparison")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the per-case results")
     parser.add_argument("--from-json", type=Path, help="summarize an earlier run instead of running")
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's conformance table")
+    parser.add_argument("--reference", type=Path, help="results of an onnxruntime run, for the table's last column")
+    parser.add_argument("--seconds", type=float, help="with --from-json: how long that run took")
     parser.add_argument("--write-expected", action="store_true",
                         help="rewrite the expected-failures file from these results (a full run)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure")
     args = parser.parse_args()
 
     if args.from_json:
-        results, seconds = conformance.read_results(args.from_json), None
+        results, seconds = conformance.read_results(args.from_json), args.seconds
     else:
         cases = conformance.collect_cases(args.category or conformance.CATEGORIES)
         if args.contains:
@@ -56,12 +61,12 @@ def main() -> int:
                 print(f"... {sum(done.values())}/{len(cases)} cases, {done[True]} passed", file=sys.stderr,
                       flush=True)
 
-        results = conformance.run_cases(cases, args.workers, progress)
+        results = conformance.run_cases(cases, args.workers, progress, args.backend)
         seconds = time.perf_counter() - start
         conformance.write_results(results, args.json)
     print(summary(results, seconds))
     if args.readme:
-        write_readme(results, seconds)
+        write_readme(results, seconds, conformance.read_results(args.reference) if args.reference else None)
     if args.write_expected:
         write_expected(results)
     return 0
@@ -85,12 +90,17 @@ def summary(results: list[conformance.CaseResult], seconds: float | None) -> str
     return "\n".join(lines)
 
 
-def write_readme(results: list[conformance.CaseResult], seconds: float | None) -> None:
+def write_readme(results: list[conformance.CaseResult], seconds: float | None,
+                 reference: list[conformance.CaseResult] | None = None) -> None:
     rates = conformance.pass_rates(results)
-    rows = ["| category | passed |", "|---|---|"]
-    rows += [f"| {category} | {_rate(passed, total)} |" for category, (passed, total) in rates.items()]
-    note = f"\n\nOne run of all {len(results)} cases took {seconds:.0f} s on this machine (2 workers)." if seconds \
-        else ""
+    theirs = conformance.pass_rates(reference) if reference else {}
+    rows = ["| category | edgetune | onnxruntime |" if theirs else "| category | edgetune |",
+            "|---|---|---|" if theirs else "|---|---|"]
+    for category, (passed, total) in rates.items():
+        row = f"| {category} | {_rate(passed, total)} |"
+        rows.append(row + (f" {_rate(*theirs[category])} |" if category in theirs else ""))
+    note = (f"\n\nOne run of all {len(results)} cases took {seconds:.0f} s on this machine (2 worker processes)."
+            if seconds else "")
     table = f"{README_BEGIN}\n" + "\n".join(rows) + note + f"\n{README_END}"
     text = README.read_text()
     if README_BEGIN in text:
