@@ -23,7 +23,8 @@ from . import __version__
 from .artifact import (LATENCY_CSV, LATENCY_JSON, LIBRARY, TUNING_CURVE, StagedFolder, check_destination, read_manifest,
                        verify_files)
 from .errors import UserError, ValidationError
-from .frontend import Signature, import_model, load_model, load_samples, opset_versions, proto_text
+from .frontend import (Signature, bind_inputs, import_model, load_model, load_samples, opset_versions,
+                       proto_text)
 from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
 from .targets.rpc import RemoteDevice, open_session
@@ -36,6 +37,7 @@ Progress = Callable[[str], None]
 @dataclass
 class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] | None = None
+    bind_inputs: Mapping[str, np.ndarray] | None = None  # graph inputs fixed at compile time (axes, pads, ...)
     opt_level: int = 2
     validate: bool = True
     inputs: Mapping[str, np.ndarray] | None = None  # validation inputs (default: seeded random)
@@ -171,6 +173,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         return value
 
     loaded = timed("load", lambda: load_model(model, opts.example_inputs, opts.input_names))
+    if opts.bind_inputs:
+        loaded = bind_inputs(loaded, opts.bind_inputs)
     imported = timed("import", lambda: import_model(loaded, opts.input_shapes))
     feed = None
     if opts.validate and opts.inputs is not None:  # check user inputs before the long part of the work

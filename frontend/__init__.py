@@ -1,9 +1,10 @@
 """Frontend: a model in (ONNX file, `onnx.ModelProto`, torch module), a Relax IRModule and its signature out."""
 
-from . import quantized_ops  # noqa: F401  (registers the QOperator converters)
+from . import arithmetic_ops, checked_ops, quantized_ops  # noqa: F401  (register their converters)
 from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
 from .importer import ImportedModel, import_model
 from .loader import LoadedModel, export_torch, load_model, opset_versions, proto_text
+from .parameters import bind_inputs, parameter_inputs
 from .samples import SampleSet, load_samples
 from .signature import Signature, TensorSpec, parse_input_shapes, resolve_input_specs
 
@@ -14,6 +15,7 @@ __all__ = [
     "SampleSet",
     "Signature",
     "TensorSpec",
+    "bind_inputs",
     "check_supported",
     "export_torch",
     "import_model",
@@ -21,6 +23,7 @@ __all__ = [
     "load_samples",
     "op_coverage",
     "opset_versions",
+    "parameter_inputs",
     "parse_input_shapes",
     "proto_text",
     "resolve_input_specs",

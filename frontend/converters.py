@@ -32,6 +32,11 @@ def converter_overrides() -> dict[str, type]:
     return dict(_CONVERTERS)
 
 
+def convert_map() -> dict[str, type]:
+    """The table an import resolves operators through: the stock converters, edgetune's in front."""
+    return {**onnx_frontend._get_convert_map(), **_CONVERTERS}
+
+
 @contextlib.contextmanager
 def edgetune_converters() -> Iterator[None]:
     """Within the block, the importer resolves operators through edgetune's table first."""

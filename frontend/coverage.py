@@ -17,6 +17,12 @@ from ..errors import UserError
 # Handled by the importer itself rather than through its converter table.
 _BUILTIN_OPS = {"Constant", "If"}
 
+# Element types TVM cannot hold exactly on the host: sub-byte integers are not addressable, and its float8
+# conversions differ from ONNX's (saturation, NaN encodings, the FNUZ variants).
+UNSUPPORTED_TYPES = {getattr(onnx.TensorProto, name) for name in (
+    "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "FLOAT4E2M1", "INT4",
+    "UINT4", "INT2", "UINT2") if hasattr(onnx.TensorProto, name)}
+
 
 def supported_ops() -> frozenset[str]:
     """Operator types the Relax ONNX importer converts (its converter table plus built-ins)."""
@@ -69,7 +75,27 @@ def op_coverage(model: onnx.ModelProto) -> OpCoverage:
     return coverage
 
 
+def unsupported_types(model: onnx.ModelProto) -> dict[str, str]:
+    """Tensors (inputs, outputs, weights, intermediate values, Cast targets) of an unsupported element type
+    -> the type's name."""
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except onnx.shape_inference.InferenceError:
+        graph = model.graph
+    typed = [(vi.name, vi.type.tensor_type.elem_type) for vi in [*graph.input, *graph.output, *graph.value_info]]
+    typed += [(init.name, init.data_type) for init in graph.initializer]
+    typed += [(node.output[0], attr.i) for node in iter_nodes(graph) for attr in node.attribute
+              if node.op_type == "Cast" and attr.name == "to"]
+    return {name: onnx.TensorProto.DataType.Name(elem_type) for name, elem_type in typed
+            if elem_type in UNSUPPORTED_TYPES}
+
+
 def check_supported(model: onnx.ModelProto) -> OpCoverage:
+    types = unsupported_types(model)
+    if types:
+        shown = ", ".join(f"{name!r} ({elem_type})" for name, elem_type in list(types.items())[:3])
+        raise UserError(f"unsupported element types: {shown}{', ...' if len(types) > 3 else ''}; edgetune "
+                        "compiles float64/32/16, bfloat16, integers of 8 bits or more and bool")
     coverage = op_coverage(model)
     if coverage.unsupported:
         raise UserError(f"unsupported operators: {coverage.unsupported_message()}; replace them or export the "

@@ -12,10 +12,14 @@ import tvm
 from tvm import relax
 
 from ..errors import UserError
-from .converters import edgetune_converters
-from .coverage import check_supported
+from .converters import convert_map, edgetune_converters
+from .coverage import check_supported, supported_ops
+from .functions import expand_functions
+from .opsets import upgrade_old_opsets
 from .loader import LoadedModel
+from .parameters import check_parameters_known
 from .signature import Signature, TensorSpec, resolve_input_specs
+from .static_values import fold_static_values
 
 
 @dataclass
@@ -30,8 +34,16 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
     proto = model.proto
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
+    proto = upgrade_old_opsets(proto, convert_map())
     inputs = resolve_input_specs(proto, input_shapes)
+    not_tensors = [o.name for o in proto.graph.output if not o.type.HasField("tensor_type")]
+    if not_tensors:
+        raise UserError(f"outputs {', '.join(map(repr, not_tensors))} are not tensors (sequences, maps and "
+                        "optionals are not supported as outputs)")
+    proto = expand_functions(proto, supported_ops())
     check_supported(proto)
+    proto = fold_static_values(proto, inputs)
+    check_parameters_known(proto)
     from tvm.relax.frontend.onnx import from_onnx
 
     try:

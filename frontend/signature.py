@@ -169,8 +169,8 @@ def resolve_input_specs(model: onnx.ModelProto, input_shapes: Mapping[str, Seque
             if clash:
                 raise UserError(f"--input-shape {vi.name}={'x'.join(map(str, given))} contradicts the model's "
                                 f"static dims {_show_dims(tensor_type)}; change only the dynamic dims")
-            if any(d <= 0 for d in given):
-                raise UserError(f"--input-shape {vi.name}: every dimension must be a positive integer")
+            if any(d < 0 for d in given):
+                raise UserError(f"--input-shape {vi.name}: every dimension must be a non-negative integer")
             specs.append(TensorSpec(vi.name, given, dtype))
             continue
         if not tensor_type.HasField("shape") or None in declared:

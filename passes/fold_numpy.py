@@ -105,7 +105,7 @@ class _NumpyFolder(relax.PyExprMutator):
             return call
         if value is None or str(value.dtype) != str(call.ty.dtype):
             return call
-        return relax.const(np.ascontiguousarray(value), str(call.ty.dtype))
+        return relax.const(np.asarray(value, order="C"), str(call.ty.dtype))  # (ascontiguousarray makes 0-d 1-d)
 
 
 @tvm.transform.module_pass(opt_level=0, name="NumpyFoldConstant")

@@ -135,7 +135,7 @@ class Target(abc.ABC):
 
     @staticmethod
     def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:
-        return [tvm.runtime.tensor(np.asarray(a, order="C"), session.device) for a in arrays]
+        return [tvm.runtime.tensor(np.asarray(a, order="C"), session.device) for a in arrays]  # keeps 0-d
 
 
 class CpuTarget(Target):

@@ -98,3 +98,25 @@ def dangling_input() -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, str(path))
     return path
+
+
+def reshape_by_input() -> onnx.ModelProto:
+    """Y = Reshape(Sum(X, X), shape): the target shape arrives as a graph input, as in ONNX's node tests."""
+    nodes = [helper.make_node("Add", ["x", "x"], ["twice"]), helper.make_node("Reshape", ["twice", "shape"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                          helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+
+
+def pad_from_shape_arithmetic() -> onnx.ModelProto:
+    """Pads computed from Shape(X) with integer ops (as exporters and ONNX function bodies do)."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["dims"]),
+        helper.make_node("Sub", ["dims", "dims"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "one"], ["ones"]),
+        helper.make_node("Concat", ["ones", "zeros"], ["pads"], axis=0),
+        helper.make_node("Pad", ["x", "pads"], ["y"]),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", "columns"])],
+                  [_const("one", np.array([1], np.int64))])

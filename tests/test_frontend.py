@@ -4,10 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
+import edgetune
 from edgetune.errors import UserError
 from edgetune.frontend import import_model, load_model, op_coverage, parse_input_shapes, resolve_input_specs
 
-from onnx_models import conv_net, dangling_input, light, save, two_outputs, with_unsupported_ops
+from onnx_models import (conv_net, dangling_input, light, pad_from_shape_arithmetic, reshape_by_input, save,
+                         two_outputs, with_unsupported_ops)
 
 
 def test_parse_input_shapes():
@@ -32,7 +34,7 @@ def test_dynamic_dims_need_input_shape():
     ({"x": (1, 3, 16)}, "rank 3 but the model declares rank 4"),
     ({"x": (1, 4, 16, 16)}, "contradicts the model's static dims"),
     ({"y": (1, 3, 16, 16)}, "unknown input y; the model's inputs are x"),
-    ({"x": (0, 3, 16, 16)}, "positive integer"),
+    ({"x": (-1, 3, 16, 16)}, "non-negative integer"),
 ])
 def test_bad_input_shapes(shapes, message):
     with pytest.raises(UserError, match=message):
@@ -121,3 +123,18 @@ def test_variadic_ops_import_as_pairwise_binary_ops(op):
     assert "R.stack" not in text and "R.sum" not in text
     compiled = edgetune.compile(model)
     assert compiled.validation.passed, compiled.validation.summary()
+
+
+def test_parameter_inputs_are_refused_by_name_unless_bound():
+    model = reshape_by_input()
+    with pytest.raises(UserError, match=r"'shape' \(the shape of Reshape node"):
+        import_model(load_model(model))
+    compiled = edgetune.compile(model, "host", validate=False, bind_inputs={"shape": np.array([3, 4])})
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    (y,) = compiled.run({"x": x})
+    np.testing.assert_array_equal(y, (2 * x).reshape(3, 4))
+
+
+def test_shape_arithmetic_folds_to_constant_pads():
+    compiled = edgetune.compile(pad_from_shape_arithmetic(), "host", validate=True, input_shapes={"x": (2, 3)})
+    assert compiled.signature.outputs[0].shape == (3, 4)  # one row before, one column before (pads 1,1,0,0)
