@@ -104,20 +104,29 @@ def identifier_inputs(proto: onnx.ModelProto, inputs: Sequence[str]) -> onnx.Mod
 def _value_names(graph: onnx.GraphProto) -> set[str]:
     return {n for node in graph.node for n in (*node.input, *node.output)} | {
         v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+
+
+def _empty(ty) -> bool:
+    """A tensor type with a static dimension of 0 or less."""
+    return (isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr)
+            and any(isinstance(dim, tvm.tirx.IntImm) and int(dim) <= 0 for dim in ty.shape.values))
+
+
 def _check_no_empty_tensors(mod: tvm.IRModule) -> None:
-    """Refuse an operator whose result has a dimension of 0 or less, such as a pooling window larger than its
-    input: ONNX's shape inference and onnxruntime let it through, and TVM's legalization rejects it only in the
-    pass pipeline, as an internal error."""
+    """Refuse an operator that makes an empty tensor out of non-empty ones, such as a pooling window larger
+    than its input: ONNX's shape inference and onnxruntime let it through, and TVM's legalization rejects it
+    only in the pass pipeline, as an internal error. Empty tensors the model is given (ONNX's own cases use
+    them) pass through."""
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
-            ty = binding.var.ty
-            if not (isinstance(binding.value, relax.Call) and isinstance(ty, relax.TensorType)
-                    and isinstance(ty.shape, relax.ShapeExpr)):
+            value = binding.value
+            if not isinstance(value, relax.Call) or not _empty(binding.var.ty):
                 continue
-            if any(isinstance(dim, tvm.tirx.IntImm) and int(dim) <= 0 for dim in ty.shape.values):
-                raise UserError(f"{binding.value.op.name} makes an empty tensor of shape {ty.shape} (a window "
-                                "larger than its input?); check the input shapes with `edgetune inspect` or "
-                                "re-export the model")
+            if any(_empty(getattr(arg, "ty", None)) for arg in value.args):
+                continue
+            raise UserError(f"{value.op.name} makes an empty tensor of shape {binding.var.ty.shape} (a window "
+                            "larger than its input?); check the input shapes with `edgetune inspect` or "
+                            "re-export the model")
 
 
 def _output_specs(mod: tvm.IRModule, names: list[str]) -> tuple[TensorSpec, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import onnx
+import onnx.numpy_helper
 
 from ..errors import UserError
 
@@ -75,11 +76,28 @@ def _check(proto: onnx.ModelProto, origin: str) -> None:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise UserError(f"{origin} fails onnx.checker: {_first_line(exc)}; fix or re-export the model") from None
+    for init in proto.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        try:
+            onnx.numpy_helper.to_array(init)
+        except (ValueError, TypeError) as exc:  # e.g. raw data of another size than its dims say
+            raise UserError(f"{origin}: initializer {proto_text(init.name)!r} does not hold the data its shape "
+                            f"{list(init.dims)} says ({_first_line(exc)}); fix or re-export the model") from None
     try:
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        if _inside_function_body(str(exc)):
+            return  # ONNX's inference of its own function bodies (MeanVarianceNormalization) is not the model's fault
         raise UserError(f"{origin}: its types or shapes do not agree ({_first_line(exc)}); fix or re-export "
                         "the model") from None
+
+
+def _inside_function_body(message: str) -> bool:
+    """Whether an inference error was raised for a node of an operator's function body (ONNX reports it nested
+    inside the operator's own error, on one line) rather than for a node of the model."""
+    lines = message.strip().splitlines()
+    return bool(lines) and lines[0].count("Inference error(s):") > 1
 
 
 def _first_line(exc: BaseException) -> str:
