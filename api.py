@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -263,13 +263,20 @@ def _check_precision(opts: CompileOptions, target: Target) -> None:
                         "pick one")
 
 
+def _host_runner(mod: Any) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    """`mod` (after the pass pipeline) built, exported and loaded on the host CPU: a function running it.
+    The library's temporary folder lives as long as the function."""
+    host = get_target("host")
+    folder = tempfile.TemporaryDirectory(prefix="edgetune-host-")
+    library = Path(folder.name) / LIBRARY
+    host.export(host.build(host.schedule(mod)[0]), library)
+    session = host.load(library)
+    return lambda arrays: (folder, host.run(session, arrays))[1]
+
+
 def _check_against_cpu(cpu_twin: PassResult, feed: Mapping[str, np.ndarray], actual: list[np.ndarray]) -> dict:
     """Run the integer graph without offloading on the host and compare: they must agree bit for bit."""
-    host = get_target("host")
-    with tempfile.TemporaryDirectory(prefix="edgetune-twin-") as folder:
-        library = Path(folder) / LIBRARY
-        host.export(host.build(host.schedule(cpu_twin.mod)[0]), library)
-        expected = host.run(host.load(library), list(feed.values()))
+    expected = _host_runner(cpu_twin.mod)(list(feed.values()))
     diffs = [float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64)))) if a.size else 0.0
              for a, e in zip(actual, expected)]
     return {"reference": "the same integer graph on the host CPU", "max_abs_diff": max(diffs, default=0.0),
@@ -309,17 +316,10 @@ def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOp
                             max_accuracy_drop=opts.max_accuracy_drop, channel_block=pass_config.channel_block,
                             **settings)
     samples = load_samples(opts.calibration, imported.signature)
-    float_part = run_passes(imported.mod, pass_config, stop_after=CALIBRATE_AFTER)
-    host = get_target("host")
-    host_config = PassConfig(pass_config.opt_level, host.channel_block(), pass_config.edgetune_passes)
+    host_config = replace(pass_config, channel_block=get_target("host").channel_block())
 
     def build_runner(mod):
-        rest = run_passes(mod, host_config, start_after=CALIBRATE_AFTER).mod
-        folder = tempfile.TemporaryDirectory(prefix="edgetune-calibrate-")
-        library = Path(folder.name) / LIBRARY
-        host.export(host.build(host.schedule(rest)[0]), library)
-        session = host.load(library)
-        return lambda arrays: (folder, host.run(session, arrays))[1]  # the folder lives as long as the runner
+        return _host_runner(run_passes(mod, host_config, start_after=CALIBRATE_AFTER).mod)
 
     plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
                                  len(imported.signature.outputs), samples.labels, say, target.accelerator())
@@ -332,8 +332,7 @@ def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOp
 
 def _realized(float_part: PassResult, pass_config: PassConfig, plan) -> PassResult:
     """The rest of the pipeline, from the calibration point on, with `plan` realized."""
-    pass_config = PassConfig(pass_config.opt_level, pass_config.channel_block, pass_config.edgetune_passes, plan)
-    rest = run_passes(float_part.mod, pass_config, start_after=CALIBRATE_AFTER)
+    rest = run_passes(float_part.mod, replace(pass_config, quant_plan=plan), start_after=CALIBRATE_AFTER)
     return PassResult(rest.mod, float_part.records + rest.records)
 
 
