@@ -68,13 +68,10 @@ def connect(device: RemoteDevice) -> rpc.RPCSession:
     _check_reachable(device)
     if device.key is None:
         return rpc.connect(device.host, device.port)
-    tracker = rpc.connect_tracker(device.host, device.port)
-    tracker._sock.settimeout(device.timeout_s)  # TrackerSession has no timeout of its own
+    tracker = _tracker(device)
     try:
         queues = tracker.summary().get("queue_info", {})
-        if device.key not in queues:
-            raise UserError(f"tracker {device.host}:{device.port} has no device with key {device.key!r} "
-                            f"(keys: {', '.join(sorted(queues)) or 'none'}); check --rpc-key")
+        _check_key(device, queues, device.key in queues)
         return tracker.request(device.key, max_retry=1)
     except RuntimeError as exc:
         if "timed out" in str(exc):
@@ -89,18 +86,28 @@ def tracker_devices(device: RemoteDevice) -> int:
     """How many devices the tracker has registered under `device.key` (free or busy); a clear error when it
     has none, instead of a request that would wait forever."""
     _check_reachable(device)
-    tracker = rpc.connect_tracker(device.host, device.port)
-    tracker._sock.settimeout(device.timeout_s)
+    tracker = _tracker(device)
     try:
         queues = tracker.summary().get("queue_info", {})
     finally:
         tracker.close()
-    queue = queues.get(device.key)
-    count = int(queue.get("free", 0)) + int(queue.get("pending", 0)) if queue else 0
-    if count == 0:
+    queue = queues.get(device.key) or {}
+    count = int(queue.get("free", 0)) + int(queue.get("pending", 0))
+    _check_key(device, queues, count > 0)
+    return count
+
+
+def _tracker(device: RemoteDevice) -> rpc.TrackerSession:
+    tracker = rpc.connect_tracker(device.host, device.port)
+    tracker._sock.settimeout(device.timeout_s)  # TrackerSession has no timeout of its own
+    return tracker
+
+
+def _check_key(device: RemoteDevice, queues: dict, has_device: bool) -> None:
+    """A clear error when the tracker has no device for the key (a request would wait forever)."""
+    if not has_device:
         raise UserError(f"tracker {device.host}:{device.port} has no device with key {device.key!r} "
                         f"(keys: {', '.join(sorted(queues)) or 'none'}); check --rpc-key")
-    return count
 
 
 def _check_reachable(device: RemoteDevice) -> None:
