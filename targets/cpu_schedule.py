@@ -19,7 +19,7 @@ from tvm.target import Target
 from tvm.target import codegen
 from tvm.target.codegen import llvm_get_vector_width
 
-from .dot_intrinsics import dot_intrinsic
+from .dot_intrinsics import GROUP, dot_intrinsic
 from .rules import apply_rules
 
 
@@ -191,21 +191,19 @@ class Conv2dNCHW(_CPURule):
         return sch
 
 
-class Conv2dNCHWc(_CPURule):
-    """conv2d in the blocked layout (`passes.layout`): NCHW[x]c activations, OIHW[x]i[x]o weights.
+class _BlockedConv(_CPURule):
+    """What the blocked-layout conv rules share: the kernel's one `block_name` block, its loops (outer
+    spatial..., ow, oc_block | reductions...) and the ow loop split into rows of a register tile."""
 
-    Loop nest: parallel(n, oc_chunk, oh) x ow_outer x [ic_chunk, kh, kw, ic_block] x ow_inner (unrolled) x
-    oc_block (one vector). Per reduction step: one weight vector load, `ow_inner` input broadcasts and FMAs
-    into `ow_inner` accumulator registers, whatever the stride or image width. Measured on light_resnet50
-    (AVX-512, 1 thread): ow_inner up to 14 runs 47 ms against 52 ms for 8; the NCHW rule needed 94 ms.
-    """
+    block_name = ""
 
     def __init__(self, lanes: int, max_ow_tile: int = 14):
         super().__init__(lanes)
         self.max_ow_tile = max_ow_tile
 
-    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
-        found = _split_conv_blocks(sch, infos, "conv2d_nchwc")
+    def _loops(self, sch: s_tir.Schedule, infos: list[SBlockInfo]):
+        """(block, producers, consumers, outer loops, ow, oc_block, reduction loops), or None."""
+        found = _split_conv_blocks(sch, infos, self.block_name)
         if found is None:
             return None
         conv_info, producers, consumers = found
@@ -215,11 +213,33 @@ class Conv2dNCHWc(_CPURule):
         block = conv_info.block_rv
         loops = sch.get_loops(block)
         *outer, ow, oc_block = loops[:n_spatial]
-        reduction = loops[n_spatial:]
-        ow_ext = _extent(sch, ow)
-        if ow_ext is None or _extent(sch, oc_block) != self.lanes:
+        if _extent(sch, ow) is None:
             return None
-        ow_o, ow_i = sch.split(ow, [None, _largest_divisor(ow_ext, self.max_ow_tile)])
+        return block, producers, consumers, outer, ow, oc_block, loops[n_spatial:]
+
+    def _split_ow(self, sch: s_tir.Schedule, ow) -> list:
+        return sch.split(ow, [None, _largest_divisor(_extent(sch, ow), self.max_ow_tile)])
+
+
+class Conv2dNCHWc(_BlockedConv):
+    """conv2d in the blocked layout (`passes.layout`): NCHW[x]c activations, OIHW[x]i[x]o weights.
+
+    Loop nest: parallel(n, oc_chunk, oh) x ow_outer x [ic_chunk, kh, kw, ic_block] x ow_inner (unrolled) x
+    oc_block (one vector). Per reduction step: one weight vector load, `ow_inner` input broadcasts and FMAs
+    into `ow_inner` accumulator registers, whatever the stride or image width. Measured on light_resnet50
+    (AVX-512, 1 thread): ow_inner up to 14 runs 47 ms against 52 ms for 8; the NCHW rule needed 94 ms.
+    """
+
+    block_name = "conv2d_nchwc"
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        found = self._loops(sch, infos)
+        if found is None:
+            return None
+        block, producers, consumers, outer, ow, oc_block, reduction = found
+        if _extent(sch, oc_block) != self.lanes:
+            return None
+        ow_o, ow_i = self._split_ow(sch, ow)
         sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block)
         self.parallel(sch, outer)
         sch.unroll(ow_i)
@@ -228,7 +248,7 @@ class Conv2dNCHWc(_CPURule):
         return sch
 
 
-class Conv2dNCHWcInt8(_CPURule):
+class Conv2dNCHWcInt8(_BlockedConv):
     """8-bit conv2d in the blocked layout (`passes.legalize.conv2d_nchwc_int8`), accumulating in int32.
 
     The loop nest of `Conv2dNCHWc`, with the output block x 4-channel dot group as the innermost pair: one
@@ -238,27 +258,20 @@ class Conv2dNCHWcInt8(_CPURule):
     not fast). The requantize epilogue runs per tile.
     """
 
+    block_name = "conv2d_nchwc_int8"
+
     def __init__(self, lanes: int, target: Target, max_ow_tile: int = 14):
-        super().__init__(lanes)
+        super().__init__(lanes, max_ow_tile)
         self.intrinsics = {dtype: dot_intrinsic(target, dtype) for dtype in ("uint8", "int8")}
-        self.max_ow_tile = max_ow_tile
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
-        found = _split_conv_blocks(sch, infos, "conv2d_nchwc_int8")
+        found = self._loops(sch, infos)
         if found is None:
             return None
-        conv_info, producers, consumers = found
-        n_spatial = _spatial_then_reduction(conv_info)
-        if n_spatial < 3:
+        block, producers, consumers, outer, ow, oc_block, (*reduction, dot) = found
+        if _extent(sch, dot) != GROUP or not reduction:
             return None
-        block = conv_info.block_rv
-        loops = sch.get_loops(block)
-        *outer, ow, oc_block = loops[:n_spatial]
-        *reduction, dot = loops[n_spatial:]
-        ow_ext = _extent(sch, ow)
-        if ow_ext is None or _extent(sch, dot) != 4 or not reduction:
-            return None
-        ow_o, ow_i = sch.split(ow, [None, _largest_divisor(ow_ext, self.max_ow_tile)])
+        ow_o, ow_i = self._split_ow(sch, ow)
         sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block, dot)
         self.parallel(sch, outer)
         sch.unroll(ow_i)

@@ -18,7 +18,8 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import codegen
 
-GROUP = 4  # bytes per dot product
+from ..passes.legalize import DOT_GROUP as GROUP  # bytes per dot product: the legalized kernels' group
+
 
 
 class DotIntrinsic(NamedTuple):
