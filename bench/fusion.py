@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import LIGHT, ROOT, time_calls, write_report  # noqa: E402  (the benchmark's shared helpers)
+from run import LIGHT, ROOT, time_calls, vm_call, write_report  # noqa: E402  (the benchmark's shared helpers)
 
 MODELS = ["light_resnet50", "light_densenet121", "light_inception_v1", "bert_encoder"]
 
@@ -51,11 +51,7 @@ def bench(name: str, rounds: int, seconds: float) -> dict:
     variants = {"edgetune": edgetune.compile(model, **extra),
                 "tvm passes": edgetune.compile(model, edgetune_passes=False, **extra)}
     feed = variants["edgetune"].signature.random_feed(0)
-    calls = {}
-    for key, compiled in variants.items():
-        session = compiled.session(1)
-        args = compiled.target._to_device(session, compiled.signature.check_feed(feed))
-        calls[key] = (lambda main, args: lambda: main(*args))(session.vm["main"], args)
+    calls = {key: vm_call(compiled, 1, compiled.signature.check_feed(feed)) for key, compiled in variants.items()}
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     proto = edgetune.frontend.load_model(model, extra.get("example_inputs"), extra.get("input_names")).proto

@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,20 +25,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, model_path, time_calls, write_report  # noqa: E402  (the benchmark's shared helpers)
+from run import (ROOT, interleaved_medians, model_path, ort_session, run_workers, vm_call,  # noqa: E402
+                 write_report)  # (the benchmark's shared helpers)
 
 MODELS = ["light_resnet50", "light_squeezenet"]
 SAMPLES = 8
-
-
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def ort_quantized(path: Path, input_name: str, samples: np.ndarray, out: Path) -> Path:
@@ -76,21 +66,11 @@ def bench_model(name: str, threads: int, rounds: int, budget_s: float, mcpu: str
         compile_s = time.perf_counter() - start
         ort_int8_path = ort_quantized(path, spec.name, samples, Path(tmp) / "ort_int8.onnx")
         feed = {spec.name: samples[-1]}
-        runners = {}
-        for key, compiled in (("edgetune fp32", fp32), ("edgetune int8", int8)):
-            session = compiled.session(threads)
-            args = compiled.target._to_device(session, [samples[-1]])
-            runners[key] = (lambda main, a: lambda: main(*a))(session.vm["main"], args)
+        runners = {"edgetune fp32": vm_call(fp32, threads, [samples[-1]]),
+                   "edgetune int8": vm_call(int8, threads, [samples[-1]])}
         for key, model in (("onnxruntime fp32", path), ("onnxruntime int8", ort_int8_path)):
             runners[key] = (lambda s: lambda: s.run(None, feed))(ort_session(model, threads))
-        for fn in runners.values():
-            for _ in range(2):
-                fn()
-        times = {k: [] for k in runners}
-        for _ in range(rounds):
-            for key, fn in runners.items():
-                times[key].append(time_calls(fn, budget_s / rounds))
-    medians = {k: statistics.median(v) for k, v in times.items()}
+        medians = interleaved_medians(runners, rounds, budget_s)
     return {"model": name, "threads": threads, "mcpu": target.mcpu, "int8_compile_s": compile_s, "median_ms": medians,
             "int8_speedup_over_fp32": medians["edgetune fp32"] / medians["edgetune int8"],
             "int8_ratio_to_onnxruntime_int8": medians["edgetune int8"] / medians["onnxruntime int8"],
@@ -125,16 +105,9 @@ def main() -> None:
         print(json.dumps([bench_model(n, threads_list[0], args.rounds, args.seconds, args.mcpu)
                           for n in args.models.split(",")]))
         return
-    results = []
-    env = {**os.environ, "TVM_THREAD_POOL_SPIN_COUNT": "0"}
-    for name in args.models.split(","):
-        for threads in threads_list:
-            print(f"== {name}, {threads} thread(s)", file=sys.stderr, flush=True)
-            out = subprocess.run([sys.executable, __file__, "--worker", "--models", name, "--threads", str(threads),
-                                  "--rounds", str(args.rounds), "--seconds", str(args.seconds),
-                                  *(["--mcpu", args.mcpu] if args.mcpu else [])],
-                                 env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
-            results.extend(json.loads(out.strip().splitlines()[-1]))
+    results = run_workers(__file__, args.models.split(","), threads_list,
+                          ["--rounds", str(args.rounds), "--seconds", str(args.seconds),
+                           *(["--mcpu", args.mcpu] if args.mcpu else [])])
     geo = math.exp(statistics.mean(math.log(r["int8_speedup_over_fp32"]) for r in results))
     write_report(args.out, {"machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor()})",
                             "results": results, "table": table(results) + f"\n\ngeometric mean speedup {geo:.2f}x"})

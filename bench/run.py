@@ -23,8 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,10 +64,53 @@ def time_calls(fn, budget_s: float, min_calls: int = 3) -> float:
     return statistics.median(times)
 
 
-def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
-    """One model at one thread count (this process's TVM pool size)."""
+def ort_session(model: Path, threads: int):
+    """onnxruntime on `threads` intra-op threads, its pool not spinning between calls (see above)."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def vm_call(compiled, threads: int, arrays) -> Callable[[], object]:
+    """One inference of a compiled model on arrays already on its device: what is timed."""
+    session = compiled.session(threads)
+    main, args = session.vm["main"], compiled.target._to_device(session, arrays)
+    return lambda: main(*args)
+
+
+def interleaved_medians(runners: dict, rounds: int, budget_s: float) -> dict[str, float]:
+    """Each runner warmed up twice, then timed in interleaved rounds; the median per runner, in ms."""
+    for fn in runners.values():
+        for _ in range(2):
+            fn()
+    samples = {k: [] for k in runners}
+    for _ in range(rounds):
+        for key, fn in runners.items():
+            samples[key].append(time_calls(fn, budget_s / rounds))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def run_workers(script: str, models: list[str], threads_list: list[int], args: list[str]) -> list[dict]:
+    """`script --worker` once per model and thread count (TVM sizes its pool once per process), pools not
+    spinning; the results each worker prints as JSON on its last line."""
+    results = []
+    env = {**os.environ, "TVM_THREAD_POOL_SPIN_COUNT": "0"}
+    for name in models:
+        for threads in threads_list:
+            print(f"== {name}, {threads} thread(s)", file=sys.stderr, flush=True)
+            out = subprocess.run([sys.executable, script, "--worker", "--models", name, "--threads", str(threads),
+                                  *args], env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+            results.extend(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
+    """One model at one thread count (this process's TVM pool size)."""
     import edgetune
     from edgetune.targets.host import set_threads
 
@@ -79,16 +122,8 @@ def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
     feed = compiled.signature.random_feed(0)
     arrays = compiled.signature.check_feed(feed)
     module = torch_model(name)
-    session = compiled.session(threads)
-    args = compiled.target._to_device(session, arrays)
-    main = session.vm["main"]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    runners = {"edgetune": lambda: main(*args), "onnxruntime": lambda: sess.run(None, feed)}
+    runners = {"edgetune": vm_call(compiled, threads, arrays),
+               "onnxruntime": (lambda sess: lambda: sess.run(None, feed))(ort_session(path, threads))}
     if module is not None:
         import torch
 
@@ -100,14 +135,7 @@ def bench_model(name: str, threads: int, rounds: int, budget_s: float) -> dict:
                 module(*tensors)
 
         runners["pytorch"] = run_torch
-    for fn in runners.values():  # warm-up
-        for _ in range(2):
-            fn()
-    samples = {k: [] for k in runners}
-    for _ in range(rounds):
-        for key, fn in runners.items():
-            samples[key].append(time_calls(fn, budget_s / rounds))
-    medians = {k: statistics.median(v) for k, v in samples.items()}
+    medians = interleaved_medians(runners, rounds, budget_s)
     return {"model": name, "threads": threads, "compile_s": compile_s,
             "validation": compiled.validation.summary(), "median_ms": medians,
             "ratio_to_onnxruntime": {k: v / medians["onnxruntime"] for k, v in medians.items()}}
@@ -152,15 +180,8 @@ def main() -> None:
         results = [bench_model(name, threads_list[0], args.rounds, args.seconds) for name in args.models.split(",")]
         print(json.dumps(results))
         return
-    results = []
-    env = {**os.environ, "TVM_THREAD_POOL_SPIN_COUNT": "0"}
-    for name in args.models.split(","):
-        for threads in threads_list:
-            print(f"== {name}, {threads} thread(s)", file=sys.stderr, flush=True)
-            out = subprocess.run([sys.executable, __file__, "--worker", "--models", name, "--threads", str(threads),
-                                  "--rounds", str(args.rounds), "--seconds", str(args.seconds)],
-                                 env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
-            results.extend(json.loads(out.strip().splitlines()[-1]))
+    results = run_workers(__file__, args.models.split(","), threads_list,
+                          ["--rounds", str(args.rounds), "--seconds", str(args.seconds)])
     report = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "results": results,
               "table": table(results, threads_list)}
     write_report(args.out, report)
