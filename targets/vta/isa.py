@@ -77,8 +77,9 @@ class MemInsn(Insn):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GemmInsn(Insn):
-    """Two hardware loops around the micro-ops [uop_bgn, uop_end); reset writes zeros instead of accumulating."""
+class _LoopInsn(Insn):
+    """GEMM and ALU: two hardware loops around the micro-ops [uop_bgn, uop_end), each loop adding its factors to
+    the micro-op's indices; reset writes zeros instead of computing."""
 
     reset: bool = False
     uop_bgn: int
@@ -89,24 +90,21 @@ class GemmInsn(Insn):
     dst_factor_in: int = 0
     src_factor_out: int = 0
     src_factor_in: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GemmInsn(_LoopInsn):
+    """ACC[dst] += INP[src] x WGT[wgt] (a block of multiply-accumulates per micro-op)."""
+
     wgt_factor_out: int = 0
     wgt_factor_in: int = 0
     opcode: Opcode = dataclasses.field(default=Opcode.GEMM, init=False)
 
 
 @dataclass(frozen=True, kw_only=True)
-class AluInsn(Insn):
+class AluInsn(_LoopInsn):
     """ACC[dst] = op(ACC[dst], imm if use_imm else ACC[src]) over the same loop nest as GEMM."""
 
-    reset: bool = False
-    uop_bgn: int
-    uop_end: int
-    iter_out: int
-    iter_in: int
-    dst_factor_out: int = 0
-    dst_factor_in: int = 0
-    src_factor_out: int = 0
-    src_factor_in: int = 0
     alu_opcode: AluOp
     use_imm: bool = False
     imm: int = 0
