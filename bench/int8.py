@@ -11,7 +11,6 @@ models carry dummy weights, which is fine for speed); accuracy is tested in test
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -25,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (ROOT, interleaved_medians, model_path, ort_session, run_workers, vm_call,  # noqa: E402
-                 write_report)  # (the benchmark's shared helpers)
+from run import (interleaved_medians, model_path, ort_session, run_workers, vm_call,  # noqa: E402
+                 worker_arguments, write_report)  # (the benchmark's shared helpers)
 
 MODELS = ["light_resnet50", "light_squeezenet"]
 SAMPLES = 8
@@ -90,15 +89,9 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per model, runtime, thread count")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "int8.json")
+    parser = worker_arguments(__doc__, MODELS, "int8.json")
     parser.add_argument("--mcpu", help="build for this x86 core instead of the host's (e.g. haswell: AVX2, no "
                                        "VNNI); onnxruntime still uses this machine's instructions")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads_list = [int(t) for t in args.threads.split(",")]
     if args.worker:

@@ -166,15 +166,20 @@ def write_report(path: Path, report: dict) -> None:
     print(report["table"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
+def worker_arguments(doc: str, models: list[str], out: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that measures models per thread count in worker processes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--models", default=",".join(models))
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per model, runtime, thread count")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / out)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = worker_arguments(__doc__, MODELS, "latest.json").parse_args()
     threads_list = [int(t) for t in args.threads.split(",")]
     if args.worker:  # one thread count, results as JSON on stdout
         results = [bench_model(name, threads_list[0], args.rounds, args.seconds) for name in args.models.split(",")]
