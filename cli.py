@@ -39,12 +39,14 @@ def _add_device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT", help="run on the device behind this TVM RPC server")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="take a device from this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the tracker's device queue (with --rpc-tracker)")
+    p.add_argument("--rpc-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long the device may leave a request unanswered beyond its expected time (default 60)")
 
 
 def _device(args: argparse.Namespace) -> RemoteDevice | None:
     from .targets.rpc import RemoteDevice
 
-    return RemoteDevice.from_flags(args.rpc, args.rpc_tracker, args.rpc_key)
+    return RemoteDevice.from_flags(args.rpc, args.rpc_tracker, args.rpc_key, args.rpc_timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:

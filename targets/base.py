@@ -40,6 +40,11 @@ class Session:
         """Wraps every call into the library; a remote session turns a lost device into a clear error."""
         return contextlib.nullcontext()
 
+    def request(self, expected_s: float = 0.0) -> ContextManager[None]:
+        """Wraps one request to the device, expected to take `expected_s`: a remote session fails it when the
+        device has not answered within its timeout beyond that (a local one has nothing to wait for)."""
+        return contextlib.nullcontext()
+
 
 class Target(abc.ABC):
     """A named deployment target (a preset in the registry)."""
@@ -123,15 +128,15 @@ class Target(abc.ABC):
 
     def run(self, session: Session, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One inference; inputs in signature order, outputs as numpy arrays in graph order."""
-        with session.running():
+        with session.running(), session.request():
             result = session.vm["main"](*self._to_device(session, arrays))
             return [t.numpy() for t in _flatten(result)]
 
     def profile(self, session: Session, arrays: Sequence[np.ndarray], config: ProfileConfig) -> LatencyReport:
         with session.running():
-            args = self._to_device(session, arrays)
-            return measure(session.vm, session.device, args, config, session.device_name, session.threads,
-                           emulated=session.emulated, kernels_skipped=session.kernels_skipped)
+            with session.request():
+                args = self._to_device(session, arrays)
+            return measure(session, args, config)
 
     @staticmethod
     def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:

@@ -14,12 +14,15 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import psutil
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .base import Session
 
 BUILTIN_PREFIXES = ("vm.builtin.", "vm.")
 EMULATED_NOTE = ("NOTE: measured under emulation (qemu, or edgetune's VTA simulator); these times measure the "
@@ -176,27 +179,39 @@ class LatencyReport:
         return "\n".join(lines)
 
 
-def measure(vm: Any, device: Any, args: Sequence[Any], config: ProfileConfig, device_name: str,
-            threads: int, emulated: bool = False, kernels_skipped: str = "") -> LatencyReport:
-    """Time `vm["main"](*args)`: warm-up, `repeat` timed runs, then instrumented runs for the breakdown
-    (unless `kernels_skipped` says why the session cannot be instrumented)."""
+# The timed runs go to the device in requests of about this many seconds each, so that every request has a
+# deadline (a device that stops answering is noticed) however many runs were asked for.
+REQUEST_SECONDS = 5.0
+
+
+def measure(session: "Session", args: Sequence[Any], config: ProfileConfig) -> LatencyReport:
+    """Time `session.vm["main"](*args)`: warm-up, `repeat` timed runs, then instrumented runs for the
+    breakdown (unless the session's `kernels_skipped` says why it cannot be instrumented)."""
+    vm = session.vm
     main = vm["main"]
     start = time.perf_counter()
     for _ in range(max(config.warmup, 1)):
-        main(*args)
+        with session.request():
+            main(*args)
     per_run = (time.perf_counter() - start) / max(config.warmup, 1)
     repeat = config.repeat
     if config.max_seconds is not None and per_run > 0:
         repeat = max(1, min(repeat, math.floor(config.max_seconds / per_run)))
     process = psutil.Process()
     rss_before = process.memory_info().rss / 2**20
-    result = vm.time_evaluator("main", device, number=1, repeat=repeat)(*args)
+    samples: list[float] = []
+    per_request = max(1, math.floor(REQUEST_SECONDS / per_run)) if per_run > 0 else repeat
+    while len(samples) < repeat:
+        runs = min(per_request, repeat - len(samples))
+        with session.request(2 * runs * per_run):
+            result = vm.time_evaluator("main", session.device, number=1, repeat=runs)(*args)
+        samples.extend(float(t) * 1e3 for t in result.results)
     rss_after = process.memory_info().rss / 2**20
-    samples = [float(t) * 1e3 for t in result.results]
-    report = LatencyReport(device=device_name, threads=threads, warmup=config.warmup, repeat=len(samples),
-                           samples_ms=samples, emulated=emulated, kernels_skipped=kernels_skipped,
-                           rss_before_mb=rss_before, rss_after_mb=rss_after)
-    if not kernels_skipped and config.kernel_runs:
+    report = LatencyReport(device=session.device_name, threads=session.threads, warmup=config.warmup,
+                           repeat=len(samples), samples_ms=samples, emulated=session.emulated,
+                           kernels_skipped=session.kernels_skipped, rss_before_mb=rss_before,
+                           rss_after_mb=rss_after)
+    if not session.kernels_skipped and config.kernel_runs:
         _breakdown(vm, main, args, config.kernel_runs, report)
     return report
 

@@ -3,19 +3,23 @@
 The one place that reaches devices, so that running, profiling and (later) measuring tuning candidates do it
 the same way: directly (`--rpc HOST:PORT`: a board running TVM's RPC server, or `edgetune emulate`) or
 through a tracker (`--rpc-tracker HOST:PORT --rpc-key KEY`). Every network step is bounded: TVM's tracker
-answers a request for a key that no server offers by waiting forever, and a connect to an unreachable host
-waits for the kernel's TCP timeout.
+answers a request for a key that no server offers by waiting forever, a connect to an unreachable host
+waits for the kernel's TCP timeout, and TVM's RPC client has no timeout at all: a device that stops answering
+without closing the connection (a wedged board, a pulled cable) would block its caller forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
+import psutil
 from tvm import rpc
 from tvm.error import RPCError
 from tvm.runtime.vm import VirtualMachine
@@ -36,11 +40,16 @@ class RemoteDevice:
     host: str
     port: int
     key: str | None = None
-    timeout_s: float = 30.0  # to connect, and for a tracker to hand out a free device
+    # To connect, for a tracker to hand out a free device, and for the device to answer any one request
+    # (beyond the time the request is expected to take).
+    timeout_s: float = 60.0
 
     @classmethod
-    def from_flags(cls, server: str | None, tracker: str | None, key: str | None) -> RemoteDevice | None:
+    def from_flags(cls, server: str | None, tracker: str | None, key: str | None,
+                   timeout_s: float = 60.0) -> RemoteDevice | None:
         """The device named by `--rpc`, or `--rpc-tracker` with `--rpc-key`; None when neither is given."""
+        if not timeout_s > 0:
+            raise UserError(f"--rpc-timeout must be a positive number of seconds (got {timeout_s})")
         if server and tracker:
             raise UserError("give either --rpc HOST:PORT or --rpc-tracker HOST:PORT --rpc-key KEY, not both")
         if tracker and not key:
@@ -49,8 +58,8 @@ class RemoteDevice:
         if key and not tracker:
             raise UserError("--rpc-key needs --rpc-tracker HOST:PORT")
         if tracker:
-            return cls(*parse_address(tracker, "--rpc-tracker"), key=key)
-        return cls(*parse_address(server, "--rpc")) if server else None
+            return cls(*parse_address(tracker, "--rpc-tracker"), key=key, timeout_s=timeout_s)
+        return cls(*parse_address(server, "--rpc"), timeout_s=timeout_s) if server else None
 
     def __str__(self) -> str:
         return f"key {self.key} at tracker {self.host}:{self.port}" if self.key else f"{self.host}:{self.port}"
@@ -65,6 +74,29 @@ def parse_address(text: str, flag: str) -> tuple[str, int]:
 
 def connect(device: RemoteDevice) -> rpc.RPCSession:
     """An RPC session with the device; through its tracker when the device has a key."""
+    return _connect(device)[0]
+
+
+def _connect(device: RemoteDevice) -> tuple[rpc.RPCSession, frozenset[int]]:
+    """The session and its sockets (file descriptors), which carry TCP keepalive: a peer that vanished
+    without closing the connection (power, cable) fails the next blocked request within about 30 s."""
+    before = _tcp_sockets()
+    with _deadline(device.timeout_s, lambda: _tcp_sockets() - before) as expired:
+        try:
+            session = _open(device)
+        except Exception:
+            if expired:
+                role = "device's RPC server" if device.key is None else "device the tracker handed out"
+                raise UserError(f"the {role} ({device}) accepted the connection but did not answer within "
+                                f"{device.timeout_s:.0f} s; check the device (or raise --rpc-timeout)") from None
+            raise
+    sockets = frozenset(_tcp_sockets() - before)
+    for fd in sockets:
+        _keep_alive(fd)
+    return session, sockets
+
+
+def _open(device: RemoteDevice) -> rpc.RPCSession:
     _check_reachable(device)
     if device.key is None:
         return rpc.connect(device.host, device.port)
@@ -119,11 +151,59 @@ def _check_reachable(device: RemoteDevice) -> None:
                         "start it (for an emulated device: `edgetune emulate`) or fix the address") from None
 
 
+def _tcp_sockets() -> set[int]:
+    return {c.fd for c in psutil.Process().net_connections("tcp") if c.fd >= 0}
+
+
+def _keep_alive(fd: int) -> None:
+    """Probe an idle connection after 10 s, every 5 s, and drop it after 4 unanswered probes (or 30 s of
+    unacknowledged data): a long request is an idle connection whose peer's kernel still answers probes."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4),
+                              ("TCP_USER_TIMEOUT", 30_000)):
+            if hasattr(socket, option):  # Linux; elsewhere the system's keepalive defaults apply
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, sockets: Callable[[], Iterable[int]]) -> Iterator[list[bool]]:
+    """Shuts `sockets` down if the block has not finished after `seconds`; the yielded list is then
+    non-empty. A request blocked in TVM's RPC client (which releases the GIL while it waits) then fails at
+    once, where it would otherwise wait forever for a device that stopped answering."""
+    expired: list[bool] = []
+    lock = threading.Lock()
+    finished = False
+
+    def expire() -> None:
+        with lock:
+            if finished:
+                return
+            expired.append(True)
+            for fd in sockets():
+                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        with lock:
+            finished = True
+        timer.cancel()
+
+
+# How long a lost session's server gets to open a new one, when telling a lost device from a lost session.
+PROBE_TIMEOUT_S = 10.0
+
+
 def _server_answers(device: RemoteDevice) -> bool:
     """Whether the device's server opens a new session (a listening socket alone may be a server being torn
     down)."""
     try:
-        connect(device)
+        connect(replace(device, timeout_s=min(device.timeout_s, PROBE_TIMEOUT_S)))
         return True
     except Exception:  # noqa: BLE001 - refused, reset mid-handshake, timed out: all mean it does not answer
         return False
@@ -136,53 +216,77 @@ class RemoteSession(Session):
     remote: Any = None  # tvm.rpc.RPCSession: keeps the connection open while the module is in use
     built_for: str = ""
     address: RemoteDevice | None = None
+    sockets: frozenset[int] = frozenset()  # the session's connection
+    unanswered: list[bool] = field(default_factory=list)  # non-empty once a request outlived its deadline
 
     def running(self) -> ContextManager[None]:
-        return _reporting_lost_device(self.remote, self.built_for, self.device_name, self.address)
+        return _reporting_lost_device(self)
+
+    @contextlib.contextmanager
+    def request(self, expected_s: float = 0.0) -> Iterator[None]:
+        with _deadline(self.address.timeout_s + expected_s, lambda: self.sockets) as expired:
+            try:
+                yield
+            finally:
+                self.unanswered.extend(expired)
+
+
+# Bytes per second an upload is expected to reach at least (a slow board on a slow link).
+MIN_UPLOAD_RATE = 1e6
 
 
 def open_session(device: RemoteDevice, library: Path, target: Target) -> RemoteSession:
     """Upload `library` to the device, load it there and create its VM on the target's device type there."""
-    remote = connect(device)
-    description, emulated = _describe(remote, device)
-    built_for = _built_for(target)
-    with _reporting_lost_device(remote, built_for, description, device):
-        remote.upload(str(library), target=library.name)
+    remote, sockets = _connect(device)
+    session = RemoteSession(None, None, None, device_name=f"remote device {device}", threads=0, remote=remote,
+                            built_for=_built_for(target), address=device, sockets=sockets)
+    with session.running():
+        with session.request():
+            session.device_name, session.emulated = _describe(remote, device)
+        with session.request(library.stat().st_size / MIN_UPLOAD_RATE):
+            remote.upload(str(library), target=library.name)
         try:
-            module = remote.load_module(library.name)
+            with session.request():
+                session.module = remote.load_module(library.name)
         except RPCError as exc:  # e.g. an x86 library on an ARM board: "cannot open shared object file"
-            if not _alive(remote):
+            if session.unanswered or not _alive(session):
                 raise  # a lost device: reported by the guard
-            raise UserError(f"the device ({description}) cannot load a library built for {target.name} "
-                            f"({built_for}); compile for the device's target (see `edgetune targets`): "
+            raise UserError(f"the device ({session.device_name}) cannot load a library built for {target.name} "
+                            f"({session.built_for}); compile for the device's target (see `edgetune targets`): "
                             f"{str(exc).strip().splitlines()[-1]}") from None
-        remote_device = remote.device(target.device_type, 0)
-        vm = VirtualMachine(module, remote_device)
-    return RemoteSession(module, remote_device, vm, device_name=description,
-                         threads=int(remote.get_function("runtime.NumThreads")()), emulated=emulated,
-                         kernels_skipped=NO_REMOTE_BREAKDOWN, remote=remote, built_for=built_for, address=device)
+        with session.request():
+            session.device = remote.device(target.device_type, 0)
+            session.vm = VirtualMachine(session.module, session.device)
+            session.threads = int(remote.get_function("runtime.NumThreads")())
+    session.kernels_skipped = NO_REMOTE_BREAKDOWN
+    return session
 
 
 @contextlib.contextmanager
-def _reporting_lost_device(remote: rpc.RPCSession, built_for: str, device_name: str,
-                           device: RemoteDevice) -> Iterator[None]:
-    """A lost session is reported as what it most likely was: a server that no longer answers disconnected
-    (a board unplugged, a server killed); one that still answers ended only this session, the signature of an
-    instruction its core lacks (SIGILL kills the server's session). Any other failure passes through unchanged."""
+def _reporting_lost_device(session: RemoteSession) -> Iterator[None]:
+    """A lost session is reported as what it most likely was: a request that outlived its deadline, a device
+    that stopped answering; a server that no longer answers disconnected (a board unplugged, a server killed);
+    one that still answers ended only this session, the signature of an instruction its core lacks (SIGILL
+    kills the server's session). Any other failure passes through unchanged."""
     try:
         yield
     except EdgetuneError:
         raise
     except Exception:
-        if _alive(remote):
+        timeout = session.address.timeout_s
+        if session.unanswered:
+            raise UserError(f"the device ({session.device_name}) stopped answering: a request got no answer "
+                            f"within {timeout:.0f} s beyond its expected time; check the device and restart its "
+                            "server (or raise --rpc-timeout for a device that is just slow)") from None
+        if _alive(session):
             raise
-        if not _server_answers(device):
-            raise UserError(f"lost the device ({device_name}) while running the library: its RPC server stopped "
-                            "answering; check the device and restart its server, then run again") from None
+        if not _server_answers(session.address):
+            raise UserError(f"lost the device ({session.device_name}) while running the library: its RPC server "
+                            "stopped answering; check the device and restart its server, then run again") from None
         raise UserError(
-            f"the library uses instructions the device's CPU lacks (built for {built_for}, device {device_name}): "
-            "the device's RPC server ended the session while running it; compile for the device's core (see "
-            "`edgetune targets`)") from None
+            f"the library uses instructions the device's CPU lacks (built for {session.built_for}, device "
+            f"{session.device_name}): the device's RPC server ended the session while running it; compile for "
+            "the device's core (see `edgetune targets`)") from None
 
 
 def _describe(remote: rpc.RPCSession, device: RemoteDevice) -> tuple[str, bool]:
@@ -200,9 +304,10 @@ def _built_for(target: Target) -> str:
     return f"mcpu={attrs.get('mcpu') or 'generic'} mattr={mattr or 'none'}"
 
 
-def _alive(remote: Any) -> bool:
+def _alive(session: RemoteSession) -> bool:
     try:
-        remote.get_function("runtime.NumThreads")()
+        with session.request():
+            session.remote.get_function("runtime.NumThreads")()
         return True
     except Exception:  # noqa: BLE001 - any failure of a trivial call means the session is gone
         return False
