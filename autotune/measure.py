@@ -39,12 +39,21 @@ def local_runner(timeout_s: float) -> ms.Runner:
 
 def rpc_runner(device: "RemoteDevice", timeout_s: float) -> ms.Runner:
     """Candidates measured on the devices an RPC tracker hands out under `device.key`, one worker per
-    registered device (so several devices measure in parallel). A device that drops out fails the candidates
-    it held (MetaSchedule records them as errors) and tuning goes on with the others; every session has
-    `timeout_s`, so a hung device costs at most that."""
+    registered device (so several devices measure in parallel). A device that drops out or stops answering
+    fails the candidates it held (MetaSchedule records them as errors) and tuning goes on with the others.
+
+    MetaSchedule's RPCRunner makes its worker pool without a timeout (`session_timeout_sec` only asks the
+    server to end the session, which a wedged device never does), so a device that stops answering without
+    closing the connection would block tuning forever: the pool here kills a worker after the session's
+    `timeout_s` plus the device's own timeout for getting and reaching a device."""
+    from tvm.support.popen_pool import PopenPoolExecutor
+
     from ..targets.rpc import tracker_devices
 
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_priority=1, session_timeout_sec=int(timeout_s))
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
-    return ms.runner.RPCRunner(config, evaluator, max_workers=tracker_devices(device))
+    workers = tracker_devices(device)
+    runner = ms.runner.RPCRunner(config, evaluator, max_workers=workers)
+    runner.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s + device.timeout_s)
+    return runner
