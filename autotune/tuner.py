@@ -207,15 +207,31 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
 def _measure_defaults(tasks: list[ms.ExtractedTask], target: tvm.target.Target, db: TuningDatabase,
                       schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
-                      runner: ms.Runner) -> None:
-    """Measure the default schedule of every task that has no baseline yet, as candidates are measured."""
+                      runner: ms.Runner, say: Callable[[str], None]) -> None:
+    """Measure the default schedule of every task that has no baseline yet, as candidates are measured.
+
+    In groups of 1, 2, 4, ... kernels, each reported when measured: the first measurement lands a build and a
+    run after start-up instead of after every kernel's build (each group costs one more worker start)."""
     todo = [t for t in tasks if db.baseline(t.dispatched[0]) is None]
-    if not todo:
-        return
-    scheduled = [schedule(t.dispatched[0]) for t in todo]
+    size, done = 1, 0
+    while done < len(todo):
+        group = todo[done:done + size]
+        _measure_group(group, target, db, schedule, builder, runner)
+        done, size = done + len(group), size * 2
+        measured = [b for b in (db.baseline(t.dispatched[0]) for t in group) if b is not None]
+        slowest = max(measured, key=lambda b: b.seconds, default=None)
+        say(f"default schedules measured: {done}/{len(todo)} kernels"
+            + (f"; slowest of these {slowest.task} {slowest.seconds * 1e3:.4f} ms" if slowest else "")
+            + (f"; {len(group) - len(measured)} failed" if len(measured) < len(group) else ""))
+
+
+def _measure_group(group: list[ms.ExtractedTask], target: tvm.target.Target, db: TuningDatabase,
+                   schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
+                   runner: ms.Runner) -> None:
+    scheduled = [schedule(t.dispatched[0]) for t in group]
     built = builder.build([ms.builder.BuilderInput(mod, target) for mod in scheduled])
     inputs, owners = [], []
-    for task, mod, result in zip(todo, scheduled, built):
+    for task, mod, result in zip(group, scheduled, built):
         if result.error_msg is None:
             inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(target),
                                                 ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
@@ -261,7 +277,7 @@ def _quiet_meta_schedule():
 
 
 def _tune(tasks, target, db, config, schedule, say, builder, runner, started) -> TuneResult:
-    _measure_defaults(tasks, target, db, schedule, builder, runner)
+    _measure_defaults(tasks, target, db, schedule, builder, runner, say)
     done = sum(len(db.records(t.dispatched[0])) for t in tasks)
     remaining = config.trials - done if config.trials else 1 << 30
     deadline = started + config.time_budget_s if config.time_budget_s is not None else None

@@ -63,8 +63,13 @@ def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
     """A real (short) MetaSchedule run with the XGBoost model; then a compile from the same database measures
     nothing, validates against onnxruntime, and picks the same kernels each time."""
     model = conv_net(channels=16, size=12)
-    first = edgetune.compile(model, tune_trials=8, tuning_db=tmp_path)
+    lines = []
+    first = edgetune.compile(model, tune_trials=8, tuning_db=tmp_path, progress=lines.append)
     tuning = first.metadata["tuning"]
+    defaults = [line for line in lines if line.startswith("default schedules measured")]
+    kernels = len(tuning["tasks"])  # the first default measurement is reported before the others are built
+    assert kernels >= 3 and defaults[0].startswith(f"default schedules measured: 1/{kernels} kernels; slowest")
+    assert defaults[-1].startswith(f"default schedules measured: {kernels}/{kernels}")
     assert tuning["measured_now"] >= 8 or tuning["measured_now"] == sum(t["trials"] for t in tuning["tasks"])
     assert sum(t["trials"] for t in tuning["tasks"]) >= 8
     assert all(t["default_ms"] is not None for t in tuning["tasks"])  # every kernel's baseline was measured
