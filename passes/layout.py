@@ -14,6 +14,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .rewrite import rewrite_relax_functions
+
 
 def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]:
     """Desired layouts for one call: blocked for a dense (ungrouped) NCHW conv2d whose channels divide.
@@ -38,4 +40,30 @@ def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]
 
 def BlockedLayout(block: int) -> tvm.transform.Pass:  # noqa: N802 (a pass constructor, as in relax.transform)
     """Convert eligible conv2d (and what follows them) to NCHW`block`c."""
-    return relax.transform.ConvertLayout({}, lambda call: blocked_conv2d_layouts(call, block))
+    return tvm.transform.Sequential([
+        NonNegativeSqueezeAxes(),
+        relax.transform.ConvertLayout({}, lambda call: blocked_conv2d_layouts(call, block)),
+    ], name="BlockedLayout")
+
+
+@relax.expr_functor.mutator
+class _SqueezeAxes(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.squeeze" or call.attrs.axis is None:
+            return call
+        rank = call.args[0].ty.ndim
+        axes = [int(a) for a in call.attrs.axis]
+        if rank < 0 or min(axes) >= 0:
+            return call
+        return relax.op.squeeze(call.args[0], [a + rank if a < 0 else a for a in axes])
+
+
+@tvm.transform.module_pass(opt_level=0, name="NonNegativeSqueezeAxes")
+class NonNegativeSqueezeAxes:
+    """Squeeze axes counted from the front: TVM 0.27's ConvertLayout aborts with std::bad_alloc on a squeeze
+    with a negative axis (exporters write `Squeeze(axes=[-1])` after pooling, ONNX's LinearAttention one
+    with -2), even in a module without a convolution."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return rewrite_relax_functions(mod, lambda module, _func: _SqueezeAxes(module))

@@ -280,3 +280,26 @@ def test_collapse_data_movement_composes_chains_and_drops_identities():
     data = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     np.testing.assert_array_equal(_run(collapsed, data), _run(mod, data))
 
+
+
+def test_negative_squeeze_axes_pass_through_the_blocked_layout():
+    """TVM's ConvertLayout aborted (std::bad_alloc) on `squeeze(axis=[-1])`, as exporters write after
+    pooling; the axes are counted from the front first, and the numerics do not change."""
+    from edgetune.passes.layout import BlockedLayout
+    from edgetune.passes.legalize import legalize_map
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 16, 4, 4], "float32"))
+    weight = RNG.normal(0, 0.3, (16, 16, 3, 3)).astype("float32")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=[1, 1]))
+            pooled = bb.emit(relax.op.mean(y, axis=[3], keepdims=True))
+            out = bb.emit_output(relax.op.squeeze(pooled, axis=[-1]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    blocked = BlockedLayout(16)(mod)
+    assert "NCHW16c" in str(blocked["main"]) and "axis=[3]" in str(blocked["main"])
+    data = RNG.normal(0, 1, (1, 16, 4, 4)).astype("float32")
+    legalized = relax.transform.LegalizeOps(legalize_map())(blocked)  # edgetune's blocked-conv legalization
+    np.testing.assert_allclose(_run(legalized, data), _run(mod, data), rtol=1e-5, atol=1e-5)
