@@ -31,7 +31,9 @@ def apply_rules(mod: tvm.IRModule, target: Target, rules: Sequence[dlight.Schedu
             for rule in rules:
                 try:
                     sch = rule.apply(func, target, False)
-                except RuntimeError:  # s_tir.ScheduleError and TVM errors from the primitives
+                # s_tir.ScheduleError and TVM errors from the primitives; DLight's analyses assert their
+                # assumptions (the GEMV rule on a kernel with no spatial loop left after normalising)
+                except (RuntimeError, AssertionError):
                     sch = None
                 if isinstance(sch, list):  # some rules return a one-schedule space
                     sch = sch[0] if sch else None
