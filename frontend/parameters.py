@@ -38,6 +38,7 @@ PARAMETER_SLOTS: dict[str, dict[int, str]] = {
     "OneHot": {1: "depth"},
     "Range": {0: "start", 1: "limit", 2: "delta"},
     "CumSum": {1: "axis"},
+    "CumProd": {1: "axis"},
     "Trilu": {1: "k"},
     "CenterCropPad": {1: "shape"},
     "Col2Im": {1: "image_shape", 2: "block_shape"},
