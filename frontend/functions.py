@@ -33,7 +33,7 @@ def expand_functions(model: onnx.ModelProto, converted: frozenset[str]) -> onnx.
     for _ in range(_MAX_ROUNDS):
         if not any(needs_body(node) for node in model.graph.node):
             return model
-        types = _value_types(model)  # (shape inference: only when a node may be expanded)
+        types = value_types(model)  # (shape inference: only when a node may be expanded)
         nodes, changed = [], False
         for index, node in enumerate(model.graph.node):
             body = None
@@ -49,7 +49,7 @@ def expand_functions(model: onnx.ModelProto, converted: frozenset[str]) -> onnx.
     return model
 
 
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError:

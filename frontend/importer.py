@@ -18,6 +18,7 @@ from .functions import expand_functions
 from .opsets import upgrade_old_opsets
 from .loader import LoadedModel
 from .parameters import check_parameters_known
+from .scan import unroll_scans
 from .signature import Signature, TensorSpec, resolve_input_specs
 from .static_values import fold_static_values
 
@@ -41,8 +42,11 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
         raise UserError(f"outputs {', '.join(map(repr, not_tensors))} are not tensors (sequences, maps and "
                         "optionals are not supported as outputs)")
     proto = expand_functions(proto, supported_ops())
-    check_supported(proto)
     proto = fold_static_values(proto, inputs)
+    unrolled = unroll_scans(proto)  # after folding: a Scan's length may come from shape arithmetic
+    if unrolled is not proto:  # the bodies may hold function operators and shape arithmetic of their own
+        proto = fold_static_values(expand_functions(unrolled, supported_ops()), inputs)
+    check_supported(proto)
     check_parameters_known(proto)
     from tvm.relax.frontend.onnx import from_onnx
 

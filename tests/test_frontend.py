@@ -138,3 +138,40 @@ def test_parameter_inputs_are_refused_by_name_unless_bound():
 def test_shape_arithmetic_folds_to_constant_pads():
     compiled = edgetune.compile(pad_from_shape_arithmetic(), "host", validate=True, input_shapes={"x": (2, 3)})
     assert compiled.signature.outputs[0].shape == (3, 4)  # one row before, one column before (pads 1,1,0,0)
+
+
+def _scan_model(opset: int = 16) -> onnx.ModelProto:
+    """Scan with two states (running sum, running max) over a reversed input along axis 1, a scan output
+    stacked along axis 1 in reverse, and an outer-scope initializer used inside the body."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Add", ["sum_in", "x_t"], ["sum_out"]),
+         helper.make_node("Max", ["max_in", "x_t"], ["max_out"]),
+         helper.make_node("Mul", ["sum_out", "scale"], ["y_t"])],
+        "body",
+        [helper.make_tensor_value_info(n, f, [2]) for n in ("sum_in", "max_in", "x_t")],
+        [helper.make_tensor_value_info(n, f, [2]) for n in ("sum_out", "max_out", "y_t")])
+    scan = helper.make_node("Scan", ["sum0", "max0", "x"], ["sum", "max", "ys"], body=body, num_scan_inputs=1,
+                            scan_input_axes=[1], scan_input_directions=[1], scan_output_axes=[-1],
+                            scan_output_directions=[1])
+    graph = helper.make_graph(
+        [scan], "scan",
+        [helper.make_tensor_value_info("sum0", f, [2]), helper.make_tensor_value_info("max0", f, [2]),
+         helper.make_tensor_value_info("x", f, [2, 5])],
+        [helper.make_tensor_value_info("sum", f, [2]), helper.make_tensor_value_info("max", f, [2]),
+         helper.make_tensor_value_info("ys", f, [2, 5])],
+        initializer=[numpy_helper.from_array(np.array([0.5, 2.0], dtype=np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_scan_is_unrolled_and_matches_onnxruntime():
+    """Each iteration a copy of the body on the previous state and its own slice; outputs stacked."""
+    model = _scan_model()
+    assert "Scan" not in str(import_model(load_model(model)).mod["main"])
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+
