@@ -90,6 +90,13 @@ def test_single_pixel_tiles_put_channels_in_the_micro_ops():
     assert program.tiling.h * program.tiling.w == 1
 
 
+def test_bias_is_loaded_once_for_all_tiles():
+    rng = np.random.default_rng(5)
+    workload = Conv2dWorkload(1, 32, 8, 8, 48, 3, 3, 1, 1, 1, 1)
+    _, result = _conv_case(rng, workload, True, Requantize(5), Tiling(2, 8, 1, 1, 2, "oc"))  # 12 tiles
+    assert result.counters.acc_load_nbytes == 3 * 64  # 3 channel blocks of 16 int32, once
+
+
 def test_random_dense_shapes_are_bit_exact():
     rng = np.random.default_rng(99)
     for _ in range(12):

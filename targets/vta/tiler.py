@@ -82,17 +82,30 @@ def ic_steps(workload: Conv2dWorkload, tiling: Tiling, block: int) -> list[tuple
     return _spans(workload.ic_blocks(block), tiling.ic)
 
 
-def slot_sizes(workload: Conv2dWorkload, tiling: Tiling, with_bias: bool) -> dict[str, int]:
-    """SRAM elements one virtual thread needs in each buffer (ACC: outputs, then one bias entry per block)."""
+def bias_entries(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool) -> int:
+    """ACC entries of the bias: every output channel block, loaded once at the top of ACC and read by both
+    threads' epilogues (one DMA per call instead of one per tile on the compute module)."""
+    return workload.oc_blocks(config.block) if with_bias else 0
+
+
+def thread_shares(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_bias: bool) -> dict[str, int]:
+    """SRAM elements each virtual thread owns in INP, WGT and ACC (ACC less the resident bias)."""
+    acc = config.depth("acc") - bias_entries(workload, config, with_bias)
+    return {"inp": config.depth("inp") // tiling.threads, "wgt": config.depth("wgt") // tiling.threads,
+            "acc": acc // tiling.threads}
+
+
+def slot_sizes(workload: Conv2dWorkload, tiling: Tiling) -> dict[str, int]:
+    """SRAM elements one tile needs in each buffer."""
     wl, t = workload, tiling
     rows, cols = input_extent(t.h, wl.stride_h, wl.kernel_h), input_extent(t.w, wl.stride_w, wl.kernel_w)
-    return {"inp": t.ic * rows * cols, "wgt": t.oc * t.ic * wl.taps, "acc": t.oc * t.h * t.w + t.oc * with_bias}
+    return {"inp": t.ic * rows * cols, "wgt": t.oc * t.ic * wl.taps, "acc": t.oc * t.h * t.w}
 
 
 def is_legal(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_bias: bool) -> bool:
     """Fits each thread's SRAM share and the micro-op buffer, and every tile avoids the GEMM write hazard."""
-    sizes = slot_sizes(workload, tiling, with_bias)
-    if any(sizes[b] > config.depth(b) // tiling.threads for b in ("inp", "wgt", "acc")):
+    sizes, shares = slot_sizes(workload, tiling), thread_shares(workload, tiling, config, with_bias)
+    if any(sizes[b] > shares[b] for b in ("inp", "wgt", "acc")):
         return False
     if tiling.h > workload.out_h or tiling.w > workload.out_w or tiling.oc > workload.oc_blocks(config.block) \
             or tiling.ic > workload.ic_blocks(config.block):
@@ -102,6 +115,7 @@ def is_legal(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_b
     if any(th * tw * toc < 2 for th, tw, toc in shapes):  # one ACC entry written every cycle
         return False
     uops = sum(workload.taps * th * tw * (toc if th * tw < 2 else 1) + th * tw for th, tw, toc in shapes)
+    uops += len({th * tw for th, tw, _ in shapes}) * bias_entries(workload, config, with_bias)  # bias ADD kernels
     return uops * tiling.threads <= config.depth("uop")
 
 
