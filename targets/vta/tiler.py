@@ -1,4 +1,4 @@
-"""Tiling of a conv2d for VTA's SRAMs, and the search for the fastest legal tiling.
+"""Tiling of a conv2d for VTA's SRAMs: the tiles, what each needs, and which tilings are legal.
 
 A tiling splits the output into (h x w pixels, oc channel blocks) tiles and the reduction into ic-block steps.
 With two virtual threads, consecutive tiles along `thread_axis` run interleaved, each in its own half of every
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from .config import VTAConfig
 from .workload import Conv2dWorkload
@@ -139,34 +139,3 @@ def candidates(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool,
             tiling = Tiling(h, w, oc, ic, n, axis)
             if is_legal(wl, tiling, config, with_bias):
                 yield tiling
-
-
-def traffic_estimate(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig) -> float:
-    """A quick cycle guess for pruning: GEMM cycles plus DMA cycles, the latter hidden with two threads."""
-    wl, t, block = workload, tiling, config.block
-    n_h, n_w = -(-wl.out_h // t.h), -(-wl.out_w // t.w)
-    n_oc, n_ic = -(-wl.oc_blocks(block) // t.oc), -(-wl.ic_blocks(block) // t.ic)
-    tiles = wl.batch * n_h * n_w * n_oc
-    rows = input_extent(t.h, wl.stride_h, wl.kernel_h)
-    cols = input_extent(t.w, wl.stride_w, wl.kernel_w)
-    inp_bytes = tiles * wl.ic_blocks(block) * rows * cols * config.elem_bytes("inp")
-    wgt_bytes = tiles * t.oc * wl.ic_blocks(block) * wl.taps * config.elem_bytes("wgt")
-    requests = tiles * (wl.ic_blocks(block) * rows + t.oc * n_ic + t.oc)
-    dma = (inp_bytes + wgt_bytes) / config.bus_bytes + requests * config.dma_request_cycles
-    gemm = wl.batch * wl.out_h * wl.out_w * wl.oc_blocks(block) * wl.ic_blocks(block) * wl.taps \
-        + tiles * n_ic * config.gemm_pipeline_cycles
-    return max(gemm, dma) + dma / (n_ic * tiles) if t.threads == 2 else gemm + dma
-
-
-def search(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool, cost: Callable[[Tiling], float],
-           threads: Sequence[int] = (1, 2), keep: int = 6) -> Tiling:
-    """The tiling with the least `cost` (the timing model) among the `keep` best by the quick estimate,
-    per thread setting."""
-    ranked: dict[tuple[int, str], list[tuple[float, Tiling]]] = {}
-    for tiling in candidates(workload, config, with_bias, threads):
-        ranked.setdefault((tiling.threads, tiling.thread_axis), []).append(
-            (traffic_estimate(workload, tiling, config), tiling))
-    if not ranked:
-        raise ValueError(f"no legal VTA tiling for {workload} (the ACC write hazard or SRAM sizes rule out all)")
-    finalists = [tiling for group in ranked.values() for _, tiling in sorted(group, key=lambda e: e[0])[:keep]]
-    return min(finalists, key=cost)
