@@ -127,6 +127,15 @@ class TilingSummary(TaskSummary):
     best_cycles: int | None
     tiling: Tiling
 
+    @classmethod
+    def of(cls, task: TilingTask, record: TilingRecord | None, tiling: Tiling, clock_mhz: float) -> "TilingSummary":
+        """From the layer's record; None: no record, so the default tiling, not costed."""
+        if record is None:
+            return cls(task.describe(), 1, 0, None, None, False, None, None, tiling)
+        to_ms = 1e-3 / clock_mhz
+        return cls(task.describe(), 1, record.evaluated, record.default_cycles * to_ms, record.cycles * to_ms,
+                   record.cycles < record.default_cycles, record.default_cycles, record.cycles, tiling)
+
     def to_dict(self) -> dict:
         return {**super().to_dict(), "default_cycles": self.default_cycles, "best_cycles": self.best_cycles,
                 "tiling": asdict(self.tiling)}
@@ -157,7 +166,7 @@ class TilingTuner:
         record = self.db.get(task)
         if record is not None and not is_legal(task.workload, record.tiling, self.config, task.with_bias):
             warnings.warn(f"tuning database {self.db.folder}: the record for {task.describe()} is not a legal "
-                          "tiling any more; searching again", stacklevel=2)
+                          "tiling any more; it is ignored", stacklevel=2)
             record = None
         done = record.evaluated if record else 0
         if self.budget > done:
@@ -168,12 +177,7 @@ class TilingTuner:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.stopped_by = "time budget"
         tiling = record.tiling if record else task.default_tiling(self.config)
-        to_ms = 1e-3 / self.config.clock_mhz
-        self.summaries[key] = TilingSummary(
-            task.describe(), 1, record.evaluated if record else 0,
-            record.default_cycles * to_ms if record else None, record.cycles * to_ms if record else None,
-            record is not None and record.cycles < record.default_cycles,
-            record.default_cycles if record else None, record.cycles if record else None, tiling)
+        self.summaries[key] = TilingSummary.of(task, record, tiling, self.config.clock_mhz)
         return tiling
 
     def _progress(self, task: TilingTask) -> Callable[[TilingRecord, int], None]:

@@ -5,9 +5,10 @@ import json
 import pytest
 
 from edgetune.autotune import TuneConfig
-from edgetune.autotune.tiling import TILINGS, TilingDatabase, TilingTuner, search
+from edgetune.autotune.tiling import TILINGS, TilingDatabase, TilingRecord, TilingTuner, search
 from edgetune.targets.vta.config import get_config
 from edgetune.targets.vta.cost import TilingTask
+from edgetune.targets.vta.tiler import Tiling
 from edgetune.targets.vta.workload import Conv2dWorkload, Requantize
 
 CFG = get_config("vta-sim")
@@ -79,3 +80,17 @@ def test_another_configuration_keeps_its_own_records(tmp_path):
     slower_dma = CFG.replace(dma_request_cycles=96)
     assert TilingDatabase(tmp_path, slower_dma).get(TASK) is None
     assert len(list(tmp_path.glob(f"vta-*/{TILINGS}"))) == 1
+
+
+def test_a_record_that_is_no_longer_legal_is_ignored_with_a_warning(tmp_path):
+    TilingDatabase(tmp_path, CFG).put(TASK, TilingRecord(Tiling(99, 8, 1, 1), 1000, 2000, 5))
+    with pytest.warns(UserWarning, match="not a legal tiling any more"):
+        assert TilingTuner(TilingDatabase(tmp_path, CFG), CFG)(TASK) == TASK.default_tiling(CFG)
+
+
+def test_a_spent_time_budget_keeps_the_default_tiling(tmp_path):
+    tuner = TilingTuner(TilingDatabase(tmp_path, CFG), CFG, TuneConfig(time_budget_s=1e-9))
+    assert tuner(TASK) == TASK.default_tiling(CFG)
+    result = tuner.result()
+    assert result.stopped_by == "time budget" and result.measured_now == 0
+    assert TilingDatabase(tmp_path, CFG).get(TASK) is None
