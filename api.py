@@ -46,7 +46,7 @@ class CompileOptions:
     rtol: float | None = None
     example_inputs: Sequence[Any] | None = None  # for torch.nn.Module sources
     input_names: Sequence[str] | None = None  # for torch.nn.Module sources
-    tune_trials: int = 0  # measure this many candidates (counting the database's records) before building
+    tune_trials: int = 0  # measure this many candidates (database records count; VTA: per layer) before building
     tune_time_budget_s: float | None = None  # or tune for this long
     tuning_db: str | Path | None = None  # apply (and, when tuning, extend) this database; default: user cache
     edgetune_passes: bool = True  # False: TVM's own passes only (to measure what edgetune's passes earn)
