@@ -46,7 +46,7 @@ class CompileOptions:
     rtol: float | None = None
     example_inputs: Sequence[Any] | None = None  # for torch.nn.Module sources
     input_names: Sequence[str] | None = None  # for torch.nn.Module sources
-    tune_trials: int = 0  # measure this many candidates (counting the database's records) before building
+    tune_trials: int = 0  # measure this many candidates (database records count; VTA: per layer) before building
     tune_time_budget_s: float | None = None  # or tune for this long
     tuning_db: str | Path | None = None  # apply (and, when tuning, extend) this database; default: user cache
     edgetune_passes: bool = True  # False: TVM's own passes only (to measure what edgetune's passes earn)
@@ -181,23 +181,25 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         feed = dict(opts.inputs)
         imported.signature.check_feed(feed)
     quantization = cpu_twin = None
-    if opts.quantize is None and not _prequantized(loaded.proto) and target.requires_quantization():
-        raise UserError(target.requires_quantization())
+    _require_quantization(opts, loaded, target)
+    tiling_tuner = _tiling_tuner(target, opts, say)
     if opts.quantize is None and not _prequantized(loaded.proto):
         passed = timed("passes", lambda: run_passes(imported.mod, pass_config))
     else:
         passed, quantization, sample, cpu_twin = timed("quantize", lambda: _quantize(imported, target, pass_config,
-                                                                                         opts, say))
+                                                                                         opts, say, tiling_tuner))
         if feed is None and sample is not None:
             feed = dict(zip(imported.signature.input_names, sample))
     if opts.validate and feed is None:
         feed = imported.signature.random_feed(opts.seed)
     lowered, tuning = passed.mod, None
-    if opts.tune_trials or opts.tune_time_budget_s is not None or opts.tuning_db is not None:
+    if tiling_tuner is not None:  # the accelerator's layers were tiled from the records while quantizing
+        tuning = {"skipped_damaged_lines": tiling_tuner.db.skipped_lines, **tiling_tuner.result().to_dict()}
+    elif opts.tune_trials or opts.tune_time_budget_s is not None or opts.tuning_db is not None:
         lowered, tuning = _tune_and_apply(passed.mod, target, opts, timed, say)
     scheduled, rules = timed("schedule", lambda: target.schedule(lowered))
     if tuning is not None:
-        rules.update({name: "MetaSchedule record" for name in tuning["kernels_from_records"]})
+        rules.update({name: "MetaSchedule record" for name in tuning.get("kernels_from_records", [])})
     executable = timed("build", lambda: target.build(scheduled))
     owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(owner.name) / LIBRARY
@@ -292,10 +294,30 @@ def _prequantized(model) -> bool:
     return any(node.op_type in QUANTIZED_OPS for node in model.graph.node)
 
 
-def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOptions, say: Progress):
+def _require_quantization(opts: CompileOptions, loaded, target: Target) -> None:
+    """Refuse a float build for a target that runs integer layers only."""
+    if opts.quantize is None and not _prequantized(loaded.proto) and target.requires_quantization():
+        raise UserError(target.requires_quantization())
+
+
+def _tiling_tuner(target: Target, opts: CompileOptions, say: Progress) -> Any:
+    """The autotune stage's chooser of the accelerator's tilings (VTA targets; None for others), when tuning or
+    a database is asked for."""
+    tuning = opts.tune_trials or opts.tune_time_budget_s is not None
+    if not tuning and opts.tuning_db is None:
+        return None
+    from .autotune import TuneConfig, tiling_tuner
+
+    config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s) if tuning else None
+    return tiling_tuner(target, opts.tuning_db, config, say)
+
+
+def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOptions, say: Progress,
+              tiling_tuner: Any = None):
     """Run the pipeline with an int8 plan: calibrated on the host CPU (`--quantize int8`; layers the model
-    already quantizes keep its scales), or the one a pre-quantized model states. Returns (PassResult,
-    QuantReport, the held-out calibration sample for validation or None)."""
+    already quantizes keep its scales), or the one a pre-quantized model states; the target's accelerator
+    takes what it can, tiled by `tiling_tuner` where given. Returns (PassResult, QuantReport, the held-out
+    calibration sample for validation or None)."""
     from .passes.quantize import QuantizeConfig, plan_from_model, quantize_plan
 
     if opts.quantize not in (None, "int8"):
@@ -322,7 +344,8 @@ def _quantize(imported, target: Target, pass_config: PassConfig, opts: CompileOp
         return _host_runner(run_passes(mod, host_config, start_after=CALIBRATE_AFTER).mod)
 
     plan, report = quantize_plan(float_part.mod, samples.samples, config, build_runner,
-                                 len(imported.signature.outputs), samples.labels, say, target.accelerator())
+                                 len(imported.signature.outputs), samples.labels, say,
+                                 target.accelerator(tiling_tuner))
     realized = _realized(float_part, pass_config, plan)
     cpu_twin = None
     if plan.accelerator is not None and plan.accelerator.layers:  # the same graph, every unit on the CPU
@@ -356,18 +379,36 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
 
 def tune_model(model: Any, target: str | Target = "host", config: Any = None, tuning_db: str | Path | None = None,
                input_shapes: Mapping[str, Sequence[int]] | None = None, opt_level: int = 2,
-               progress: Progress | None = None, device: RemoteDevice | None = None) -> Any:
-    """Tune `model`'s kernels for `target` into the database without building a library; returns the
-    `TuneResult` (per kernel: trials, default and best latency, the tuning curve). With `device` (a tracker
-    and key), candidates are measured on the tracker's devices instead of this machine."""
-    from .autotune import TuningDatabase, tune
+               progress: Progress | None = None, device: RemoteDevice | None = None,
+               quantization: Mapping[str, Any] | None = None) -> Any:
+    """Tune `model` for `target` into the database without building a library; returns the `TuneResult` (per
+    task: trials, default and best latency, the tuning curve). The model goes through the pipeline `compile`
+    runs, quantized as `quantization` says (`CompileOptions` fields: quantize, calibration, ...). The tasks are
+    its kernels (MetaSchedule; with `device`, a tracker and key, measured on the tracker's devices), or for an
+    accelerator target (VTA) the tilings of the layers it offloads, costed by its timing model."""
+    from .autotune import TuningDatabase, tiling_tuner, tune
 
+    say = progress or (lambda _msg: None)
     target = get_target(target)
-    passed = run_pipeline(model, target, opt_level, input_shapes)
+    opts = CompileOptions(input_shapes=input_shapes, opt_level=opt_level, **(quantization or {}))
+    loaded = load_model(model)
+    _require_quantization(opts, loaded, target)
+    tiling = tiling_tuner(target, tuning_db, config, say)
+    if tiling is not None and device is not None:
+        raise UserError(f"{target.name} tilings are tuned on the timing model, on this machine: drop the device "
+                        "flags")
+    imported = import_model(loaded, input_shapes)
+    pass_config = PassConfig(opt_level=opt_level, channel_block=target.channel_block())
+    if opts.quantize is None and not _prequantized(loaded.proto):
+        passed = run_passes(imported.mod, pass_config)
+    else:
+        passed = _quantize(imported, target, pass_config, opts, say, tiling)[0]
+    if tiling is not None:
+        return tiling.result()
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
-    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0],
-                progress or (lambda _msg: None), runner=_tuning_runner(device, config))
+    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
+                runner=_tuning_runner(device, config))
 
 
 def _tuning_runner(device: RemoteDevice | None, config: Any) -> Any:

@@ -35,6 +35,27 @@ def _add_profile_flags(p: argparse.ArgumentParser, repeat: int) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
 
 
+def _add_quantize_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", choices=["int8"], help="post-training static quantization (needs --calibration)")
+    p.add_argument("--calibration", metavar="DATA",
+                   help="calibration samples: a .npz (N x input shape per input, optional 'labels') or a folder "
+                        "of .npy/.npz samples")
+    p.add_argument("--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy", "mse"],
+                   help="how activation ranges are chosen (default percentile 99.99)")
+    p.add_argument("--power-of-two", action="store_true", help="power-of-two scales: requantize by shifts only")
+    p.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                   help="keep the most sensitive layers in float until top-1 drops at most this much on the "
+                        "held-out 20%% of the calibration samples")
+
+
+def _quantize_options(args: argparse.Namespace) -> dict:
+    """The `CompileOptions` fields of `_add_quantize_flags`."""
+    if args.calibration and not args.quantize:
+        raise UserError("--calibration is only used with --quantize int8; add --quantize int8")
+    return dict(quantize=args.quantize, calibration=args.calibration, calibration_method=args.calibration_method,
+                power_of_two=args.power_of_two, max_accuracy_drop=args.max_accuracy_drop)
+
+
 def _add_device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT", help="run on the device behind this TVM RPC server")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="take a device from this TVM RPC tracker")
@@ -70,23 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-profile-seconds", type=float, default=10.0,
                    help="stop timing early after this long (default 10)")
     c.add_argument("--tune", type=int, default=0, metavar="N",
-                   help="tune with MetaSchedule until the database holds N trials for this model's kernels")
+                   help="tune with MetaSchedule until the database holds N trials for this model's kernels "
+                        "(VTA targets: N candidate tilings per offloaded layer, costed by the timing model)")
     c.add_argument("--time-budget", help="tune for at most this long (e.g. 30m, 90s)")
     c.add_argument("--db", help="tuning database folder: applied when given, extended when tuning "
                                 "(default: ~/.cache/edgetune/tuning)")
     c.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="fp16: float16 kernels accumulating in float32, inputs and outputs stay float32 "
                         "(CUDA targets)")
-    c.add_argument("--quantize", choices=["int8"], help="post-training static quantization (needs --calibration)")
-    c.add_argument("--calibration", metavar="DATA",
-                   help="calibration samples: a .npz (N x input shape per input, optional 'labels') or a folder "
-                        "of .npy/.npz samples")
-    c.add_argument("--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy", "mse"],
-                   help="how activation ranges are chosen (default percentile 99.99)")
-    c.add_argument("--power-of-two", action="store_true", help="power-of-two scales: requantize by shifts only")
-    c.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
-                   help="keep the most sensitive layers in float until top-1 drops at most this much on the "
-                        "held-out 20%% of the calibration samples")
+    _add_quantize_flags(c)
     c.add_argument("--cross-compiler", metavar="CXX",
                    help="linker for cross targets (default for ARM: aarch64-linux-gnu-g++)")
     _add_device_flags(c)
@@ -94,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="tune a model's kernels into the tuning database (no library is written)")
     t.add_argument("model", help="an .onnx file")
     t.add_argument("-t", "--target", default="host", help="target preset (see `edgetune targets`)")
-    t.add_argument("--trials", type=int, default=0, help="measured candidates in all (database records count)")
+    t.add_argument("--trials", type=int, default=0, help="measured candidates in all (database records count; VTA "
+                                                         "targets: candidate tilings per offloaded layer)")
     t.add_argument("--time-budget", help="wall time to spend (e.g. 30m, 90s, 1h)")
     t.add_argument("--db", help="tuning database folder (default: ~/.cache/edgetune/tuning)")
     t.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
@@ -102,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cost-model", default="xgb", choices=["xgb", "random"],
                    help="MetaSchedule's XGBoost model (default) or random search, for comparison")
     t.add_argument("--plot", metavar="PNG", help="write the tuning curve (estimated latency against trials) here")
+    _add_quantize_flags(t)  # VTA targets tune the layers that the int8 compile offloads
     _add_device_flags(t)
 
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz")
@@ -181,11 +196,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
                    validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
                    tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
-                   cross_compiler=args.cross_compiler, quantize=args.quantize, calibration=args.calibration,
-                   calibration_method=args.calibration_method, power_of_two=args.power_of_two,
-                   max_accuracy_drop=args.max_accuracy_drop, precision=args.precision)
-    if args.calibration and not args.quantize:
-        raise UserError("--calibration is only used with --quantize int8; add --quantize int8")
+                   cross_compiler=args.cross_compiler, precision=args.precision, **_quantize_options(args))
     if args.tune < 0:
         raise UserError(f"--tune {args.tune} must be a positive number of trials")
     if args.inputs:
@@ -227,8 +238,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed,
                         cost_model=args.cost_model)
     result = api.tune_model(args.model, args.target, config, args.db, parse_input_shapes(args.input_shape),
-                            progress=lambda line: print(line, file=sys.stderr, flush=True), device=_device(args))
-    if args.plot:
+                            progress=lambda line: print(line, file=sys.stderr, flush=True), device=_device(args),
+                            quantization=_quantize_options(args))
+    if args.plot and not result.curve:
+        print("edgetune: nothing plotted: no tuning curve (nothing measured now, or a VTA tiling search, which "
+              "has no cost model to train)", file=sys.stderr)
+    elif args.plot:
         from .autotune import plot_curves
 
         plot_curves({args.cost_model: result.to_dict()["curve"]}, args.plot, f"tuning {args.model}")

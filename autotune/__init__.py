@@ -1,10 +1,12 @@
 """Autotuning: MetaSchedule with the XGBoost cost model, a keyed and resumable database, and applying the
-best records over the default schedules."""
+best records over the default schedules; for VTA targets, the tiling search with the timing model as the cost."""
 
 from .curve import plot_curves
 from .database import TuningDatabase, default_root, repair_database, target_key
 from .measure import rpc_runner
+from .tiling import TilingDatabase, TilingTuner, tiling_tuner
 from .tuner import TaskSummary, TuneConfig, TuneResult, apply_best_records, extract_tasks, parse_duration, tune
 
-__all__ = ["TaskSummary", "plot_curves", "rpc_runner", "TuneConfig", "TuneResult", "TuningDatabase", "apply_best_records", "default_root",
-           "extract_tasks", "parse_duration", "repair_database", "target_key", "tune"]
+__all__ = ["TaskSummary", "plot_curves", "rpc_runner", "TilingDatabase", "TilingTuner", "TuneConfig", "TuneResult",
+           "TuningDatabase", "apply_best_records", "default_root", "extract_tasks", "parse_duration", "repair_database",
+           "target_key", "tiling_tuner", "tune"]

@@ -50,7 +50,7 @@ def write_atomically(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _parse_lines(path: Path) -> list[object]:
+def parse_json_lines(path: Path) -> list[object]:
     """Each non-empty line of `path` as JSON, or None where it does not parse."""
     rows = []
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
@@ -62,12 +62,26 @@ def _parse_lines(path: Path) -> list[object]:
     return rows
 
 
+def keyed_folder(root: str | Path | None, name: str, described: dict) -> Path:
+    """The database folder `name` under `root` (None: the user's cache), created with its key.json (what the
+    records in it are valid for)."""
+    folder = Path(root if root is not None else default_root()) / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the tuning database {folder}: {exc.strerror}; pass a writable "
+                        "--db DIR") from None
+    if not (folder / KEY).exists():
+        write_atomically(folder / KEY, json.dumps(described, indent=2) + "\n")
+    return folder
+
+
 def repair_database(folder: Path) -> int:
     """Drop damaged workload and record lines, renumbering the records' workload indices to match.
 
     Returns the number of lines dropped (0: the files were left untouched)."""
-    workloads = _parse_lines(folder / WORKLOADS)
-    records = _parse_lines(folder / RECORDS)
+    workloads = parse_json_lines(folder / WORKLOADS)
+    records = parse_json_lines(folder / RECORDS)
     renumber: dict[int, int] = {}
     for index, row in enumerate(workloads):
         if isinstance(row, list) and len(row) == 2:
@@ -94,15 +108,7 @@ class TuningDatabase:
 
     def __init__(self, root: str | Path | None, target: tvm.target.Target):
         """`root`: the database folder (None: the user's cache, `default_root()`)."""
-        name, described = target_key(target)
-        self.folder = Path(root if root is not None else default_root()) / name
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the tuning database {self.folder}: {exc.strerror}; pass a writable "
-                            "--db DIR") from None
-        if not (self.folder / KEY).exists():
-            write_atomically(self.folder / KEY, json.dumps(described, indent=2) + "\n")
+        self.folder = keyed_folder(root, *target_key(target))
         dropped = repair_database(self.folder)
         if dropped:
             warnings.warn(f"tuning database {self.folder}: skipped {dropped} damaged line(s)", stacklevel=2)

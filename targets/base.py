@@ -93,8 +93,9 @@ class Target(abc.ABC):
         """Why a float build makes no sense for this target (the error to show), or None."""
         return None
 
-    def accelerator(self) -> Any:
-        """A fresh `passes.quantize.Accelerator` taking the integer units this target offloads, or None."""
+    def accelerator(self, tuner: Any = None) -> Any:
+        """A fresh `passes.quantize.Accelerator` taking the integer units this target offloads, or None.
+        `tuner` (from the autotune stage) makes the choices the accelerator's compiler leaves open."""
         return None
 
     def artifact_files(self, library: Path) -> list[Path]:

@@ -64,7 +64,7 @@ def test_random_conv2d_shapes_and_tilings_are_bit_exact():
             with pytest.raises(ValueError, match="no legal VTA tiling"):
                 _conv_case(rng, workload, with_bias, requant)
             continue
-        tiling = legal[rng.integers(len(legal))] if case % 4 else None  # every fourth: the searched tiling
+        tiling = legal[rng.integers(len(legal))] if case % 4 else None  # every fourth: the default tiling
         _conv_case(rng, workload, with_bias, requant, tiling)
 
 
@@ -88,6 +88,13 @@ def test_single_pixel_tiles_put_channels_in_the_micro_ops():
     workload = Conv2dWorkload(1, 32, 3, 3, 48, 3, 3, 1, 1, 0, 0)  # a 1x1 output
     program, _ = _conv_case(rng, workload, True, Requantize(4), Tiling(1, 1, 3, 1, 2, "oc"))
     assert program.tiling.h * program.tiling.w == 1
+
+
+def test_bias_is_loaded_once_for_all_tiles():
+    rng = np.random.default_rng(5)
+    workload = Conv2dWorkload(1, 32, 8, 8, 48, 3, 3, 1, 1, 1, 1)
+    _, result = _conv_case(rng, workload, True, Requantize(5), Tiling(2, 8, 1, 1, 2, "oc"))  # 12 tiles
+    assert result.counters.acc_load_nbytes == 3 * 64  # 3 channel blocks of 16 int32, once
 
 
 def test_random_dense_shapes_are_bit_exact():

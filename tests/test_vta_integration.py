@@ -4,6 +4,7 @@ The accelerator's layers must give exactly the outputs of the same integer graph
 (edgetune checks this at every compile; here it is checked again from the saved artifact)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +18,25 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
 
 
-@pytest.fixture(scope="module")
-def vta_digits(digits_model, tmp_path_factory):
+def _digits_data():
     sys.path.insert(0, str(ROOT / "examples" / "digits"))
     from train import load_data
 
-    x_train, x_test, _, y_test = load_data()
+    return load_data()
+
+
+def _calibration(folder: Path) -> list[str]:
+    np.savez(folder / "calibration.npz", image=_digits_data()[0][:120])
+    return ["--quantize", "int8", "--calibration", str(folder / "calibration.npz")]
+
+
+@pytest.fixture(scope="module")
+def vta_digits(digits_model, tmp_path_factory):
+    _, x_test, _, y_test = _digits_data()
     folder = tmp_path_factory.mktemp("vta")
-    np.savez(folder / "calibration.npz", image=x_train[:120])
     out = folder / "digits_vta"
-    result = subprocess.run([EDGETUNE, "compile", str(digits_model), "-t", "vta-sim", "-o", str(out), "--quantize",
-                             "int8", "--calibration", str(folder / "calibration.npz"), "--repeat", "3"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([EDGETUNE, "compile", str(digits_model), "-t", "vta-sim", "-o", str(out),
+                             *_calibration(folder), "--repeat", "3"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     return out, result.stdout, x_test, y_test
 
@@ -71,8 +79,33 @@ def test_instruction_streams_disassemble_and_tampering_is_refused(vta_digits, tm
     assert result.returncode == 2 and "vta-0.npz" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_float_build_for_vta_is_refused_with_the_fix(digits_model, tmp_path):
-    result = subprocess.run([EDGETUNE, "compile", str(digits_model), "-t", "vta-sim", "-o", str(tmp_path / "o")],
-                            capture_output=True, text=True)
+@pytest.mark.parametrize("command", [["compile", "-o", "o"], ["tune", "--trials", "4", "--db", "db"]])
+def test_float_build_or_tuning_for_vta_is_refused_with_the_fix(digits_model, tmp_path, command):
+    result = subprocess.run([EDGETUNE, command[0], str(digits_model), "-t", "vta-sim", *command[1:]],
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and "--quantize int8 --calibration" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_tuned_tilings_are_recorded_reused_and_stay_exact(digits_model, tmp_path):
+    """`edgetune tune -t vta-sim` searches each offloaded layer's tiling into the database; a compile asking for
+    the same budget then searches nothing, builds with the recorded tilings and is still bit-exact."""
+    flags, db = _calibration(tmp_path), tmp_path / "db"
+    tuned = subprocess.run([EDGETUNE, "tune", str(digits_model), "-t", "vta-sim", "--trials", "6", "--db", str(db),
+                            *flags], capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "tuning VTA tiling [" in tuned.stderr and "6/6 candidates" in tuned.stderr
+    records = [json.loads(line) for line in next(db.glob("vta-*/vta_tilings.json")).read_text().splitlines()]
+    assert records and all(r["evaluated"] == 6 and r["cycles"] <= r["default_cycles"] for r in records)
+    assert int(re.search(r"(\d+) candidates measured now", tuned.stdout).group(1)) == 6 * len(records)
+    out = tmp_path / "out"
+    compiled = subprocess.run([EDGETUNE, "compile", str(digits_model), "-t", "vta-sim", "-o", str(out), "--tune", "6",
+                               "--db", str(db), *flags, "--repeat", "3"], capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, compiled.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    tuning = manifest["tuning"]
+    assert tuning["measured_now"] == 0 and "tuning VTA tiling" not in compiled.stderr
+    assert {t["best_cycles"] for t in tuning["tasks"]} == {r["cycles"] for r in records}
+    layers = json.loads((out / "vta.json").read_text())["layers"]
+    assert {json.dumps(l["tiling"]) for l in layers} == {json.dumps(r["tiling"]) for r in records}
+    assert manifest["quantization"]["accelerator_check"]["exact"]

@@ -7,7 +7,8 @@ VTA left TVM in release 0.19, so edgetune implements the published architecture 
     result = program.run(data_int8)  # .output (int8 NCHW), .counters (fsim's), .timing (cycles, utilisation)
 """
 
-from .compiler import DenseProgram, choose_tiling, compile_conv2d, compile_dense
+from .compiler import DenseProgram, TilingChooser, compile_conv2d, compile_dense
+from .cost import TilingTask
 from .config import PRESETS, VTAConfig, VTAConfigError, get_config, load_config
 from .program import RunResult, VTAProgram
 from .simulator import DRAM, Counters, Simulator, VTADeadlockError
@@ -16,5 +17,5 @@ from .timing import TimingReport, estimate
 from .workload import Conv2dWorkload, Requantize
 
 __all__ = ["DRAM", "PRESETS", "Conv2dWorkload", "Counters", "DenseProgram", "Requantize", "RunResult", "Simulator",
-           "Tiling", "TimingReport", "VTAConfig", "VTAConfigError", "VTADeadlockError", "VTAProgram", "choose_tiling",
-           "compile_conv2d", "compile_dense", "estimate", "get_config", "load_config"]
+           "Tiling", "TilingChooser", "TilingTask", "TimingReport", "VTAConfig", "VTAConfigError", "VTADeadlockError",
+           "VTAProgram", "compile_conv2d", "compile_dense", "estimate", "get_config", "load_config"]

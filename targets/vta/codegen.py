@@ -3,7 +3,8 @@
 Per output tile (one virtual thread's SRAM share): the GEMM micro-ops enumerate (kh, kw, y, x) with the pixel
 innermost, so consecutive micro-ops write different ACC entries, and the two hardware loops walk output channel
 blocks (outer) and input channel blocks (inner). A tile of a single pixel puts the channel block in the micro-ops
-instead. The epilogue is ALU ops on the ACC tile, then one STORE per channel block.
+instead. The epilogue is ALU ops on the ACC tile, then one STORE per channel block. The bias is loaded once, at
+the top of ACC, for every tile of both threads.
 
 Dependency tokens follow each buffer's reuse chain, as the runtime's DepPush/DepPop did: a load into a thread's
 INP/WGT share waits (g2l) for the GEMM that last read it, and signals (l2g) the GEMM that reads it; a tile's
@@ -19,7 +20,7 @@ from typing import Callable
 from .config import VTAConfig
 from .isa import AluInsn, AluOp, FinishInsn, GemmInsn, Instruction, MemInsn, MemType, Opcode, Uop
 from .simulator import DRAM
-from .tiler import Tile, Tiling, ic_steps, input_extent, tile_groups
+from .tiler import Tile, Tiling, bias_entries, ic_steps, input_extent, thread_shares, tile_groups
 from .workload import Conv2dWorkload, Requantize
 
 
@@ -86,8 +87,8 @@ class _Conv2dEmitter:
         self.wl, self.tiling, self.config, self.requant, self.with_bias = workload, tiling, config, requant, with_bias
         self.block = config.block
         self.kernels = UopKernels()
-        self.share = {b: config.depth(b) // tiling.threads for b in ("inp", "wgt", "acc")}
-        self.acc_out = tiling.oc * tiling.h * tiling.w  # a thread's ACC share: outputs, then the bias entries
+        self.share = thread_shares(workload, tiling, config, with_bias)
+        self.bias_base = config.depth("acc") - bias_entries(workload, config, with_bias)  # resident bias in ACC
         self.base = {name: address // config.elem_bytes(REGION_BUFFER[name])  # DRAM addresses in elements
                      for name, (address, _) in dram_layout(workload, config, with_bias, 0).items()}
 
@@ -124,7 +125,7 @@ class _Conv2dEmitter:
                            x_stride=len(uops))
         sync = MemInsn(opcode=Opcode.LOAD, memory_type=MemType.UOP, sram_base=0, dram_base=0, y_size=0, x_size=0,
                        x_stride=0, pop_next=True)
-        return Stream([uop_load] + insns + [sync, FinishInsn()], uops, layout)
+        return Stream([uop_load] + self._bias_load() + insns + [sync, FinishInsn()], uops, layout)
 
     # --- per-tile pieces ----------------------------------------------------------------------------------
     def _extent(self, tile: Tile) -> tuple[int, int]:
@@ -151,10 +152,22 @@ class _Conv2dEmitter:
             y_size=tile.toc, x_size=tic * wl.taps, x_stride=ib_total * wl.taps))
         return loads
 
+    def _bias_load(self) -> list[Instruction]:
+        """Every channel block's bias into ACC, on the compute module ahead of the first epilogue that reads it."""
+        blocks = bias_entries(self.wl, self.config, self.with_bias)
+        return [MemInsn(opcode=Opcode.LOAD, memory_type=MemType.ACC, sram_base=self.bias_base,
+                        dram_base=self.base["bias"], y_size=1, x_size=blocks, x_stride=blocks)] if blocks else []
+
     def _tile_kernel(self, tile: Tile, t: int) -> tuple[int, int]:
-        """Micro-ops over the tile's pixels (dst) with the bias entry as source: reset and epilogue share it."""
-        acc, bias = t * self.share["acc"], t * self.share["acc"] + self.acc_out
-        return self.kernels.add(("tile", t, tile.pixels), lambda: [Uop(acc + p, bias, 0) for p in range(tile.pixels)])
+        """Micro-ops over the tile's pixels (dst): the reset and the immediate ALU ops share it."""
+        acc = t * self.share["acc"]
+        return self.kernels.add(("tile", t, tile.pixels), lambda: [Uop(acc + p, 0, 0) for p in range(tile.pixels)])
+
+    def _bias_kernel(self, tile: Tile, t: int) -> tuple[int, int]:
+        """One micro-op per channel block, from the block's first pixel to its resident bias entry."""
+        acc, bias = t * self.share["acc"], self.bias_base + tile.ob0
+        return self.kernels.add(("bias", t, tile.pixels, tile.ob0, tile.toc), lambda: [
+            Uop(acc + j * tile.pixels, bias + j, 0) for j in range(tile.toc)])
 
     def _reset(self, tile: Tile, t: int) -> GemmInsn:
         bgn, end = self._tile_kernel(tile, t)
@@ -183,17 +196,18 @@ class _Conv2dEmitter:
                         wgt_factor_out=wl.taps)
 
     def _epilogue(self, tile: Tile, t: int) -> list[Instruction]:
-        bgn, end = self._tile_kernel(tile, t)
+        """The requantize ALU ops: the bias ADD walks the pixels with a loop (source fixed per channel block),
+        the immediate ops walk the channel blocks over the tile kernel."""
         insns: list[Instruction] = []
-        if self.with_bias:
-            insns.append(MemInsn(opcode=Opcode.LOAD, memory_type=MemType.ACC,
-                                 sram_base=t * self.share["acc"] + self.acc_out,
-                                 dram_base=self.base["bias"] + tile.ob0, y_size=1, x_size=tile.toc,
-                                 x_stride=tile.toc))
         for op, imm in epilogue_ops(self.requant, self.with_bias):
-            insns.append(AluInsn(uop_bgn=bgn, uop_end=end, iter_out=tile.toc, iter_in=1, dst_factor_out=tile.pixels,
-                                 src_factor_out=1 if imm is None else 0, alu_opcode=op, use_imm=imm is not None,
-                                 imm=imm or 0))
+            if imm is None:
+                bgn, end = self._bias_kernel(tile, t)
+                insns.append(AluInsn(uop_bgn=bgn, uop_end=end, iter_out=tile.pixels, iter_in=1, dst_factor_out=1,
+                                     alu_opcode=op))
+            else:
+                bgn, end = self._tile_kernel(tile, t)
+                insns.append(AluInsn(uop_bgn=bgn, uop_end=end, iter_out=tile.toc, iter_in=1,
+                                     dst_factor_out=tile.pixels, alu_opcode=op, use_imm=True, imm=imm))
         return insns
 
     def _stores(self, tile: Tile, t: int) -> list[Instruction]:

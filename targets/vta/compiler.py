@@ -5,33 +5,28 @@ Pure numpy/Python, no TVM: the graph-level integration (partitioning a quantized
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .codegen import generate_conv2d
 from .config import VTAConfig
+from .cost import TilingTask
 from .packing import pack_bias, pack_weight
 from .program import RunResult, VTAProgram
-from .tiler import Tiling, search
-from .timing import estimate
+from .tiler import Tiling
 from .simulator import wrap_int32
 from .workload import Conv2dWorkload, Requantize
 
-
-def choose_tiling(workload: Conv2dWorkload, config: VTAConfig, requant: Requantize, with_bias: bool,
-                  threads: Sequence[int] = (1, 2)) -> Tiling:
-    """The legal tiling whose generated stream the timing model finds fastest (pruned search)."""
-    def cycles(tiling: Tiling) -> int:
-        return estimate(generate_conv2d(workload, tiling, config, requant, with_bias).insns, config).cycles
-
-    return search(workload, config, with_bias, cycles, threads)
+# Picks a layer's tiling, e.g. from the autotune stage's records (autotune.tiling.TilingTuner).
+TilingChooser = Callable[[TilingTask], Tiling]
 
 
 def compile_conv2d(data_shape: Sequence[int], weight: np.ndarray, bias: np.ndarray | None, requant: Requantize,
                    config: VTAConfig, strides: Sequence[int] = (1, 1), padding: Sequence[int] = (0, 0),
-                   tiling: Tiling | None = None) -> VTAProgram:
-    """NCHW int8 data x OIHW int8 weight (+ int32 bias), requantized to int8."""
+                   tiling: Tiling | TilingChooser | None = None) -> VTAProgram:
+    """NCHW int8 data x OIHW int8 weight (+ int32 bias), requantized to int8, under `tiling`: a fixed one, a
+    chooser's, or (None) the default tiling."""
     n, c, h, w = data_shape
     if weight.dtype != np.int8 or weight.ndim != 4 or weight.shape[1] != c:
         raise ValueError(f"conv2d weight must be int8 OIHW with I = {c}, got {weight.dtype} {weight.shape}")
@@ -40,7 +35,9 @@ def compile_conv2d(data_shape: Sequence[int], weight: np.ndarray, bias: np.ndarr
     workload = Conv2dWorkload(n, c, h, w, weight.shape[0], weight.shape[2], weight.shape[3], strides[0], strides[1],
                               padding[0], padding[1])
     with_bias = bias is not None
-    tiling = tiling or choose_tiling(workload, config, requant, with_bias)
+    if not isinstance(tiling, Tiling):
+        task = TilingTask(workload, requant, with_bias)
+        tiling = tiling(task) if tiling is not None else task.default_tiling(config)
     stream = generate_conv2d(workload, tiling, config, requant, with_bias)
     constants = {"weight": pack_weight(weight, config.block)}
     if with_bias:
@@ -62,7 +59,7 @@ class DenseProgram:
 
 
 def compile_dense(batch: int, weight: np.ndarray, bias: np.ndarray | None, requant: Requantize, config: VTAConfig,
-                  tiling: Tiling | None = None) -> DenseProgram:
+                  tiling: Tiling | TilingChooser | None = None) -> DenseProgram:
     """(batch, K) int8 data x (M, K) int8 weight (+ int32 bias), requantized to int8."""
     if weight.ndim != 2:
         raise ValueError(f"dense weight must be (M, K), got {weight.shape}")

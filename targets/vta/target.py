@@ -29,7 +29,7 @@ from ...passes.quantize import IntegerUnit
 from ..base import Session
 from ..host import HostTarget
 from ..profiling import LatencyReport, ProfileConfig
-from .compiler import compile_conv2d, compile_dense
+from .compiler import TilingChooser, compile_conv2d, compile_dense
 from .config import VTAConfig, get_config
 from .tiler import Tiling
 from .workload import Requantize
@@ -57,7 +57,8 @@ class OffloadedLayer:
 
 
 def _program(kind: str, data_shape: Sequence[int], weight: np.ndarray, bias: np.ndarray, requant: Requantize,
-             config: VTAConfig, strides: Sequence[int], padding: Sequence[int], tiling: Tiling | None = None):
+             config: VTAConfig, strides: Sequence[int], padding: Sequence[int],
+             tiling: Tiling | TilingChooser | None = None):
     if kind == "dense":
         return compile_dense(data_shape[0], np.ascontiguousarray(weight.T), bias, requant, config, tiling=tiling)
     return compile_conv2d(data_shape, weight, bias, requant, config, strides, padding, tiling=tiling)
@@ -69,10 +70,11 @@ def _conv_program(program):
 
 
 class VTAOffload:
-    """The `Accelerator` of the quantization plan: compiles each unit VTA can run."""
+    """The `Accelerator` of the quantization plan: compiles each unit VTA can run, tiled by `choose` (the
+    autotune stage's records) or by the back end's default."""
 
-    def __init__(self, config: VTAConfig):
-        self.config = config
+    def __init__(self, config: VTAConfig, choose: TilingChooser | None = None):
+        self.config, self.choose = config, choose
         self.layers: list[OffloadedLayer] = []
         self.programs: list[Any] = []
         self.constants: list[dict[str, np.ndarray]] = []
@@ -91,7 +93,7 @@ class VTAOffload:
         try:
             requant = Requantize(unit.shift, True, unit.qmin, unit.qmax)
             program = _program(unit.kind, data_shape, unit.weight, unit.offset, requant, self.config, strides,
-                               padding)
+                               padding, self.choose)
         except ValueError:  # outside what the VTA back end takes (shapes, shift range): stays on the CPU
             return None
         conv = _conv_program(program)
@@ -150,8 +152,8 @@ class VTATarget(HostTarget):
     def requires_quantization(self) -> str | None:
         return f"{self.name} runs int8 layers: add --quantize int8 --calibration DATA"
 
-    def accelerator(self) -> VTAOffload:
-        self._offload = VTAOffload(self.config)
+    def accelerator(self, tuner: TilingChooser | None = None) -> VTAOffload:
+        self._offload = VTAOffload(self.config, tuner)
         return self._offload
 
     def export(self, executable: relax.VMExecutable, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tiling of a conv2d for VTA's SRAMs, and the search for the fastest legal tiling.
+"""Tiling of a conv2d for VTA's SRAMs: the tiles, what each needs, and which tilings are legal.
 
 A tiling splits the output into (h x w pixels, oc channel blocks) tiles and the reduction into ic-block steps.
 With two virtual threads, consecutive tiles along `thread_axis` run interleaved, each in its own half of every
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from .config import VTAConfig
 from .workload import Conv2dWorkload
@@ -82,17 +82,30 @@ def ic_steps(workload: Conv2dWorkload, tiling: Tiling, block: int) -> list[tuple
     return _spans(workload.ic_blocks(block), tiling.ic)
 
 
-def slot_sizes(workload: Conv2dWorkload, tiling: Tiling, with_bias: bool) -> dict[str, int]:
-    """SRAM elements one virtual thread needs in each buffer (ACC: outputs, then one bias entry per block)."""
+def bias_entries(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool) -> int:
+    """ACC entries of the bias: every output channel block, loaded once at the top of ACC and read by both
+    threads' epilogues (one DMA per call instead of one per tile on the compute module)."""
+    return workload.oc_blocks(config.block) if with_bias else 0
+
+
+def thread_shares(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_bias: bool) -> dict[str, int]:
+    """SRAM elements each virtual thread owns in INP, WGT and ACC (ACC less the resident bias)."""
+    acc = config.depth("acc") - bias_entries(workload, config, with_bias)
+    return {"inp": config.depth("inp") // tiling.threads, "wgt": config.depth("wgt") // tiling.threads,
+            "acc": acc // tiling.threads}
+
+
+def slot_sizes(workload: Conv2dWorkload, tiling: Tiling) -> dict[str, int]:
+    """SRAM elements one tile needs in each buffer."""
     wl, t = workload, tiling
     rows, cols = input_extent(t.h, wl.stride_h, wl.kernel_h), input_extent(t.w, wl.stride_w, wl.kernel_w)
-    return {"inp": t.ic * rows * cols, "wgt": t.oc * t.ic * wl.taps, "acc": t.oc * t.h * t.w + t.oc * with_bias}
+    return {"inp": t.ic * rows * cols, "wgt": t.oc * t.ic * wl.taps, "acc": t.oc * t.h * t.w}
 
 
 def is_legal(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_bias: bool) -> bool:
     """Fits each thread's SRAM share and the micro-op buffer, and every tile avoids the GEMM write hazard."""
-    sizes = slot_sizes(workload, tiling, with_bias)
-    if any(sizes[b] > config.depth(b) // tiling.threads for b in ("inp", "wgt", "acc")):
+    sizes, shares = slot_sizes(workload, tiling), thread_shares(workload, tiling, config, with_bias)
+    if any(sizes[b] > shares[b] for b in ("inp", "wgt", "acc")):
         return False
     if tiling.h > workload.out_h or tiling.w > workload.out_w or tiling.oc > workload.oc_blocks(config.block) \
             or tiling.ic > workload.ic_blocks(config.block):
@@ -102,6 +115,7 @@ def is_legal(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig, with_b
     if any(th * tw * toc < 2 for th, tw, toc in shapes):  # one ACC entry written every cycle
         return False
     uops = sum(workload.taps * th * tw * (toc if th * tw < 2 else 1) + th * tw for th, tw, toc in shapes)
+    uops += len({th * tw for th, tw, _ in shapes}) * bias_entries(workload, config, with_bias)  # bias ADD kernels
     return uops * tiling.threads <= config.depth("uop")
 
 
@@ -125,34 +139,3 @@ def candidates(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool,
             tiling = Tiling(h, w, oc, ic, n, axis)
             if is_legal(wl, tiling, config, with_bias):
                 yield tiling
-
-
-def traffic_estimate(workload: Conv2dWorkload, tiling: Tiling, config: VTAConfig) -> float:
-    """A quick cycle guess for pruning: GEMM cycles plus DMA cycles, the latter hidden with two threads."""
-    wl, t, block = workload, tiling, config.block
-    n_h, n_w = -(-wl.out_h // t.h), -(-wl.out_w // t.w)
-    n_oc, n_ic = -(-wl.oc_blocks(block) // t.oc), -(-wl.ic_blocks(block) // t.ic)
-    tiles = wl.batch * n_h * n_w * n_oc
-    rows = input_extent(t.h, wl.stride_h, wl.kernel_h)
-    cols = input_extent(t.w, wl.stride_w, wl.kernel_w)
-    inp_bytes = tiles * wl.ic_blocks(block) * rows * cols * config.elem_bytes("inp")
-    wgt_bytes = tiles * t.oc * wl.ic_blocks(block) * wl.taps * config.elem_bytes("wgt")
-    requests = tiles * (wl.ic_blocks(block) * rows + t.oc * n_ic + t.oc)
-    dma = (inp_bytes + wgt_bytes) / config.bus_bytes + requests * config.dma_request_cycles
-    gemm = wl.batch * wl.out_h * wl.out_w * wl.oc_blocks(block) * wl.ic_blocks(block) * wl.taps \
-        + tiles * n_ic * config.gemm_pipeline_cycles
-    return max(gemm, dma) + dma / (n_ic * tiles) if t.threads == 2 else gemm + dma
-
-
-def search(workload: Conv2dWorkload, config: VTAConfig, with_bias: bool, cost: Callable[[Tiling], float],
-           threads: Sequence[int] = (1, 2), keep: int = 6) -> Tiling:
-    """The tiling with the least `cost` (the timing model) among the `keep` best by the quick estimate,
-    per thread setting."""
-    ranked: dict[tuple[int, str], list[tuple[float, Tiling]]] = {}
-    for tiling in candidates(workload, config, with_bias, threads):
-        ranked.setdefault((tiling.threads, tiling.thread_axis), []).append(
-            (traffic_estimate(workload, tiling, config), tiling))
-    if not ranked:
-        raise ValueError(f"no legal VTA tiling for {workload} (the ACC write hazard or SRAM sizes rule out all)")
-    finalists = [tiling for group in ranked.values() for _, tiling in sorted(group, key=lambda e: e[0])[:keep]]
-    return min(finalists, key=cost)
