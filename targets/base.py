@@ -21,7 +21,7 @@ from tvm import relax
 
 from ..errors import UserError
 from .cpu_schedule import schedule_cpu, vector_lanes
-from .profiling import LatencyReport, ProfileConfig, measure
+from .profiling import KernelTimer, LatencyReport, ProfileConfig, measure
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Session:
     threads: int
     emulated: bool = False  # the device is an emulator: its timings are not device latency
     kernels_skipped: str = ""  # why this session cannot give a per-kernel breakdown (empty: it can)
+    # Times each kernel alone, for a session whose VM cannot be instrumented (a remote device; see kernels.py).
+    kernel_timer: KernelTimer | None = None
 
     def running(self) -> ContextManager[None]:
         """Wraps every call into the library; a remote session turns a lost device into a clear error."""
@@ -131,7 +133,8 @@ class Target(abc.ABC):
         with session.running():
             args = self._to_device(session, arrays)
             return measure(session.vm, session.device, args, config, session.device_name, session.threads,
-                           emulated=session.emulated, kernels_skipped=session.kernels_skipped)
+                           emulated=session.emulated, kernels_skipped=session.kernels_skipped,
+                           kernel_timer=session.kernel_timer)
 
     @staticmethod
     def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:
