@@ -27,6 +27,7 @@ from .frontend import (Signature, bind_inputs, import_model, load_model, load_sa
                        proto_text)
 from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
+from .targets.kernels import time_kernels_alone
 from .targets.rpc import RemoteDevice, open_session
 from .validate import ValidationReport, compare, reference_outputs
 
@@ -87,8 +88,11 @@ class CompiledModel:
             raise UserError("--threads applies to this machine; a device's thread count is set where its RPC "
                             "server starts (TVM_NUM_THREADS)")
         if self._session is None or (threads is not None and threads != self._session.threads):
-            self._session = (open_session(self.device, self.library, self.target) if self.device is not None
-                             else self.target.load(self.library, threads))
+            if self.device is None:
+                self._session = self.target.load(self.library, threads)
+            else:
+                self._session = open_session(self.device, self.library, self.target)
+                time_kernels_alone(self._session, self.library.parent, self.metadata.get("kernels"))
         return self._session
 
     def run(self, inputs: Feed) -> list[np.ndarray]:
@@ -202,6 +206,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(owner.name) / LIBRARY
     timed("export", lambda: target.export(executable, library))
+    kernels = target.kernel_table(scheduled)
 
     metadata = {
         "schema": "edgetune.manifest/1",
@@ -216,6 +221,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
                       "unscheduled": sorted(k for k, r in rules.items() if r is None), "kernels": rules},
         "compile_seconds": timings,
     }
+    if kernels is not None:
+        metadata["kernels"] = kernels
     if tuning is not None:
         metadata["tuning"] = tuning
     if quantization is not None:

@@ -98,6 +98,11 @@ class Target(abc.ABC):
         """Files next to the exported library that belong to the artifact (checksummed with it)."""
         return []
 
+    def kernel_table(self, mod: tvm.IRModule) -> list[dict[str, Any]] | None:
+        """For the manifest: what a remote device needs to time each kernel of `mod` alone (kernels.py), for
+        targets whose `export` also writes the kernel library; None for the others."""
+        return None
+
     def int8_activations(self) -> str:
         """The 8-bit type int8 kernels take activations in: what this target's dot instructions multiply
         (uint8 by int8 on x86: VNNI / AVX2; int8 by int8 on ARM `sdot` and VTA)."""

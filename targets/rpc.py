@@ -26,7 +26,9 @@ from .base import Session, Target
 # Registered by edgetune's own server (targets/rpc_server.cc): JSON {"description": str, "emulated": bool}.
 DEVICE_INFO_FUNCTION = "edgetune.rpc.device"
 NO_REMOTE_BREAKDOWN = ("the VM's per-call instrument is a host callback, which TVM RPC cannot pass to a remote "
-                       "device; only end-to-end times were measured")
+                       "device, and the artifact has no kernel library to time its kernels one at a time "
+                       "(compiled by an older edgetune, or for a target without one); only end-to-end times "
+                       "were measured")
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,16 @@ import onnx
 import psutil
 import pytest
 
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
 import edgetune
 from edgetune.cli import build_parser
 from edgetune.errors import UserError
-from edgetune.targets import get_target
+from edgetune.targets import LatencyReport, get_target
 from edgetune.targets.arm import PRESETS
+from edgetune.targets.kernels import kernel_table
 from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command, serving
 from edgetune.targets.rpc import RemoteDevice, connect
 from edgetune.validate import reference_outputs
@@ -97,6 +102,25 @@ def test_device_flags_are_checked():
             RemoteDevice.from_flags(*flags)
 
 
+def test_kernel_table_skips_kernels_with_symbolic_shapes():
+    """Kernels are timed alone on arrays made ahead of time: a kernel whose shapes are known only while the
+    model runs is listed as not timed, with the reason, and the latency log keeps that reason."""
+    @I.ir_module
+    class Dynamic:
+        @R.function
+        def main(x: R.Tensor(("n", 4), "float32"), y: R.Tensor((2, 4), "float32")):
+            return R.add(x, x), R.multiply(y, y), R.multiply(y, y)
+
+    table = {k["name"]: k for k in kernel_table(relax.transform.LegalizeOps()(Dynamic),
+                                                 get_target("cortex-a72").tvm_target())}
+    assert table["add"]["calls"] == 1 and "symbolic shape ['n', 4] of x" in table["add"]["skipped"]
+    assert "args" not in table["add"]
+    assert table["multiply"]["calls"] == 2 and table["multiply"]["args"] == [{"shape": [2, 4], "dtype": "float32"}] * 3
+    report = LatencyReport("a device", 1, 0, 1, [1.0], untimed_kernels={"add": table["add"]["skipped"]})
+    assert "not timed: add (symbolic shape" in report.format_table()
+    assert LatencyReport.from_dict(report.to_dict()).untimed_kernels == report.untimed_kernels
+
+
 @needs_tools
 def test_compile_without_device_cross_compiles_and_skips_validation(digits_arm):
     out, stdout = digits_arm
@@ -121,7 +145,7 @@ def test_fp32_models_match_onnxruntime_on_emulated_device(name, a72, digits_mode
 
     report = compiled.profile(warmup=1, repeat=3)
     assert report.emulated and "qemu" in report.device and len(report.samples_ms) == 3
-    assert report.kernels == [] and "RPC" in report.kernels_skipped
+    assert report.kernel_timing == "isolated" and report.kernels and not report.kernels_skipped
     assert report.format_table().startswith("NOTE: measured under emulation")
     compiled.save(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "latency.json").read_text())["emulated"] is True
@@ -148,15 +172,33 @@ def test_int8_models_on_emulated_device_use_sdot_where_the_core_has_it(name, cpu
     assert ("sdot" in disassembly) == (cpu == "cortex-a76")
 
 
+def _library_kernels(library: Path) -> set[str]:
+    """The kernels an aarch64 library exports (TVM names each one's symbol __tvm_ffi_<kernel>)."""
+    symbols = subprocess.run(["aarch64-linux-gnu-nm", "-D", "--defined-only", str(library)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    return {s.removeprefix("__tvm_ffi_") for s in symbols
+            if s.startswith("__tvm_ffi_") and not s.startswith("__tvm_ffi__")}  # not __tvm_ffi__library_bin
+
+
 @needs_tools
-def test_cli_profile_over_rpc_marks_emulated_latency(digits_arm, a72):
+def test_cli_profile_over_rpc_times_each_kernel_alone_and_marks_emulated_latency(digits_arm, a72):
+    """Over RPC the VM cannot be instrumented: each of the library's kernels is timed alone on the device,
+    times its calls per inference, and the sum is checked against the end-to-end time."""
     out, _ = digits_arm
     result = run("profile", out, "--rpc", f"{a72.host}:{a72.port}", "--repeat", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("NOTE: measured under emulation (qemu")
-    assert "no per-kernel breakdown" in result.stdout
+    assert "each timed alone on the device" in result.stdout
     log = json.loads((out / "latency.json").read_text())
     assert log["emulated"] is True and "cortex-a72 emulated" in log["device"] and len(log["samples_ms"]) == 3
+    names = [k["name"] for k in log["kernels"]]
+    assert len(set(names)) == len(names) and set(names) <= _library_kernels(out / "model.so")
+    rules = json.loads((out / "manifest.json").read_text())["schedules"]["kernels"]
+    assert sorted(n for n in names if "conv2d" in n) == sorted(k for k, r in rules.items() if r == "Conv2dNCHWc")
+    assert all(k["kind"] == "kernel" and k["calls"] >= 1 and k["mean_ms"] > 0 for k in log["kernels"])
+    check = log["kernel_check"]
+    assert check["method"] == "isolated" and check["end_to_end_ms"] == pytest.approx(log["end_to_end"]["mean_ms"])
+    assert 0.25 < check["sum_of_calls_ms"] / check["end_to_end_ms"] < 4, check  # isolated: no tight bound
 
     result = run("profile", out, "--rpc", "127.0.0.1:1")
     assert "cannot reach the RPC server at 127.0.0.1:1" in one_line_error(result)
