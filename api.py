@@ -352,9 +352,9 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
     summary: dict[str, Any] = {"database": str(db.folder), "skipped_damaged_lines": db.skipped_lines}
     if opts.tune_trials or opts.tune_time_budget_s is not None:
         config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
-        runner = _tuning_runner(opts.device, config)
+        measuring = _measuring(target, opts.device, config)
         result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                                            runner=runner))
+                                            **measuring))
         summary.update(result.to_dict())
     applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
     summary["kernels_from_records"] = names
@@ -365,28 +365,29 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
                input_shapes: Mapping[str, Sequence[int]] | None = None, opt_level: int = 2,
                progress: Progress | None = None, device: RemoteDevice | None = None) -> Any:
     """Tune `model`'s kernels for `target` into the database without building a library; returns the
-    `TuneResult` (per kernel: trials, default and best latency, the tuning curve). With `device` (a tracker
-    and key), candidates are measured on the tracker's devices instead of this machine."""
+    `TuneResult` (per kernel: trials, default and best latency, the tuning curve). With `device` (an RPC
+    server, or a tracker and key), candidates are measured there instead of on this machine."""
     from .autotune import TuningDatabase, tune
 
     target = get_target(target)
+    target.check_tools()
+    measuring = _measuring(target, device, config)
     passed = run_pipeline(model, target, opt_level, input_shapes)
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
     return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0],
-                progress or (lambda _msg: None), runner=_tuning_runner(device, config))
+                progress or (lambda _msg: None), **measuring)
 
 
-def _tuning_runner(device: RemoteDevice | None, config: Any) -> Any:
-    """Where candidates are measured: locally (None), or on the devices of an RPC tracker."""
-    if device is None:
-        return None
-    if device.key is None:
-        raise UserError("tuning measures through an RPC tracker (several devices at once): give --rpc-tracker "
-                        "HOST:PORT --rpc-key KEY instead of --rpc")
-    from .autotune import rpc_runner
+def _measuring(target: Target, device: RemoteDevice | None, config: Any) -> dict[str, Any]:
+    """The builder and runner `tune` measures candidates with: built here (linked by the target's cross
+    compiler when it has one), run here or, given a device, on the device."""
+    from .autotune import local_builder, rpc_runner
 
-    return rpc_runner(device, config.runner_timeout_s)
+    if device is None and not target.runs_locally:
+        raise UserError(f"tuning measures every candidate on the device: {target.unavailable_reason()}")
+    return {"builder": local_builder(config.builder_timeout_s, target.cross_compiler),
+            "runner": rpc_runner(device, config.runner_timeout_s) if device is not None else None}
 
 
 def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,

@@ -55,6 +55,8 @@ class Target(abc.ABC):
     device_type: str = "cpu"
     # Numeric precisions (`--precision`) its kernels can compute in; fp16 is float16 with float32 accumulation.
     precisions: tuple[str, ...] = ("fp32",)
+    # The compiler linking its libraries here for another machine (None: this machine's own linker).
+    cross_compiler: str | None = None
 
     @abc.abstractmethod
     def tvm_target(self) -> tvm.target.Target:

@@ -65,16 +65,17 @@ def parse_address(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def connect(device: RemoteDevice) -> rpc.RPCSession:
-    """An RPC session with the device; through its tracker when the device has a key."""
+def connect(device: RemoteDevice, session_timeout_s: float = 0) -> rpc.RPCSession:
+    """An RPC session with the device; through its tracker when the device has a key. With
+    `session_timeout_s`, the device's server ends the session after that long (0: never)."""
     _check_reachable(device)
     if device.key is None:
-        return rpc.connect(device.host, device.port)
+        return rpc.connect(device.host, device.port, session_timeout=session_timeout_s)
     tracker = _tracker(device)
     try:
         queues = tracker.summary().get("queue_info", {})
         _check_key(device, queues, device.key in queues)
-        return tracker.request(device.key, max_retry=1)
+        return tracker.request(device.key, max_retry=1, session_timeout=session_timeout_s)
     except RuntimeError as exc:
         if "timed out" in str(exc):
             raise UserError(f"no device with key {device.key!r} became free at tracker {device.host}:"

@@ -8,6 +8,7 @@ when run as root).
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 import edgetune
+from edgetune.autotune import TuningDatabase, target_key
 from edgetune.cli import build_parser
 from edgetune.errors import UserError
 from edgetune.targets import LatencyReport, get_target
@@ -202,6 +204,33 @@ def test_cli_profile_over_rpc_times_each_kernel_alone_and_marks_emulated_latency
 
     result = run("profile", out, "--rpc", "127.0.0.1:1")
     assert "cannot reach the RPC server at 127.0.0.1:1" in one_line_error(result)
+
+
+@needs_tools
+def test_tuning_measures_candidates_on_the_emulated_device(digits_model, a72, tmp_path):
+    """`edgetune tune -t cortex-a72 --rpc`: candidates cross-linked here and measured on the device; the
+    records land under the ARM target's key, and a build from them still matches onnxruntime on the device."""
+    db = tmp_path / "db"
+    result = run("tune", digits_model, "-t", "cortex-a72", "--trials", "4", "--db", db, "--rpc",
+                 f"{a72.host}:{a72.port}")
+    assert result.returncode == 0, result.stderr
+    assert int(re.search(r"(\d+) candidates measured now", result.stdout).group(1)) >= 4
+    target = get_target("cortex-a72").tvm_target()
+    assert [p.name for p in db.iterdir()] == [target_key(target)[0]]
+    records = TuningDatabase(db, target).ms.get_all_tuning_records()
+    measured = [r for r in records if r.run_secs and all(0 < float(s) < 1 for s in r.run_secs)]
+    assert len(measured) >= 4, [r.run_secs for r in records]  # finite times, not MetaSchedule's 1e10 failures
+
+    compiled = edgetune.compile(digits_model, "cortex-a72", device=a72, tuning_db=db)
+    assert compiled.metadata["tuning"]["kernels_from_records"], compiled.metadata["tuning"]
+    assert compiled.validation.passed and "emulated" in compiled.metadata["validated_on"]
+
+
+def test_tuning_for_a_target_that_cannot_run_here_needs_a_device(digits_model, tmp_path):
+    result = run("tune", digits_model, "-t", "cortex-a72", "--trials", "4", "--db", tmp_path / "db")
+    line = one_line_error(result)
+    assert "tuning measures every candidate on the device" in line and "--rpc HOST:PORT" in line
+    assert "--rpc-tracker" in line and not (tmp_path / "db").exists()
 
 
 @needs_tools
