@@ -27,6 +27,7 @@ from .frontend import (Signature, bind_inputs, import_model, load_model, load_sa
                        proto_text)
 from .passes import CALIBRATE_AFTER, PassConfig, PassResult, run_passes
 from .targets import LatencyReport, ProfileConfig, Session, Target, get_target
+from .targets.kernels import time_kernels_alone
 from .targets.rpc import RemoteDevice, open_session
 from .validate import ValidationReport, compare, reference_outputs
 
@@ -87,8 +88,11 @@ class CompiledModel:
             raise UserError("--threads applies to this machine; a device's thread count is set where its RPC "
                             "server starts (TVM_NUM_THREADS)")
         if self._session is None or (threads is not None and threads != self._session.threads):
-            self._session = (open_session(self.device, self.library, self.target) if self.device is not None
-                             else self.target.load(self.library, threads))
+            if self.device is None:
+                self._session = self.target.load(self.library, threads)
+            else:
+                self._session = open_session(self.device, self.library, self.target)
+                time_kernels_alone(self._session, self.library.parent, self.metadata.get("kernels"))
         return self._session
 
     def run(self, inputs: Feed) -> list[np.ndarray]:
@@ -204,6 +208,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     owner = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(owner.name) / LIBRARY
     timed("export", lambda: target.export(executable, library))
+    kernels = target.kernel_table(scheduled)
 
     metadata = {
         "schema": "edgetune.manifest/1",
@@ -218,6 +223,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
                       "unscheduled": sorted(k for k, r in rules.items() if r is None), "kernels": rules},
         "compile_seconds": timings,
     }
+    if kernels is not None:
+        metadata["kernels"] = kernels
     if tuning is not None:
         metadata["tuning"] = tuning
     if quantization is not None:
@@ -368,9 +375,9 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
     summary: dict[str, Any] = {"database": str(db.folder), "skipped_damaged_lines": db.skipped_lines}
     if opts.tune_trials or opts.tune_time_budget_s is not None:
         config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
-        runner = _tuning_runner(opts.device, config)
+        measuring = _measuring(target, opts.device, config)
         result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                                            runner=runner))
+                                            **measuring))
         summary.update(result.to_dict())
     applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
     summary["kernels_from_records"] = names
@@ -384,8 +391,9 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
     """Tune `model` for `target` into the database without building a library; returns the `TuneResult` (per
     task: trials, default and best latency, the tuning curve). The model goes through the pipeline `compile`
     runs, quantized as `quantization` says (`CompileOptions` fields: quantize, calibration, ...). The tasks are
-    its kernels (MetaSchedule; with `device`, a tracker and key, measured on the tracker's devices), or for an
-    accelerator target (VTA) the tilings of the layers it offloads, costed by its timing model."""
+    its kernels (MetaSchedule; with `device`, an RPC server or a tracker and key, measured there instead of on
+    this machine), or for an accelerator target (VTA) the tilings of the layers it offloads, costed by its
+    timing model."""
     from .autotune import TuningDatabase, tiling_tuner, tune
 
     say = progress or (lambda _msg: None)
@@ -397,6 +405,9 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
     if tiling is not None and device is not None:
         raise UserError(f"{target.name} tilings are tuned on the timing model, on this machine: drop the device "
                         "flags")
+    if tiling is None:
+        target.check_tools()
+        measuring = _measuring(target, device, config)
     imported = import_model(loaded, input_shapes)
     pass_config = PassConfig(opt_level=opt_level, channel_block=target.channel_block())
     if opts.quantize is None and not _prequantized(loaded.proto):
@@ -407,20 +418,18 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
         return tiling.result()
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
-    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                runner=_tuning_runner(device, config))
+    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say, **measuring)
 
 
-def _tuning_runner(device: RemoteDevice | None, config: Any) -> Any:
-    """Where candidates are measured: locally (None), or on the devices of an RPC tracker."""
-    if device is None:
-        return None
-    if device.key is None:
-        raise UserError("tuning measures through an RPC tracker (several devices at once): give --rpc-tracker "
-                        "HOST:PORT --rpc-key KEY instead of --rpc")
-    from .autotune import rpc_runner
+def _measuring(target: Target, device: RemoteDevice | None, config: Any) -> dict[str, Any]:
+    """The builder and runner `tune` measures candidates with: built here (linked by the target's cross
+    compiler when it has one), run here or, given a device, on the device."""
+    from .autotune import local_builder, rpc_runner
 
-    return rpc_runner(device, config.runner_timeout_s)
+    if device is None and not target.runs_locally:
+        raise UserError(f"tuning measures every candidate on the device: {target.unavailable_reason()}")
+    return {"builder": local_builder(config.builder_timeout_s, target.cross_compiler),
+            "runner": rpc_runner(device, config.runner_timeout_s) if device is not None else None}
 
 
 def run_pipeline(model: Any, target: str | Target = "host", opt_level: int = 2,

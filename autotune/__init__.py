@@ -3,10 +3,10 @@ best records over the default schedules; for VTA targets, the tiling search with
 
 from .curve import plot_curves
 from .database import TuningDatabase, default_root, repair_database, target_key
-from .measure import rpc_runner
+from .measure import local_builder, rpc_runner
 from .tiling import TilingDatabase, TilingTuner, tiling_tuner
 from .tuner import TaskSummary, TuneConfig, TuneResult, apply_best_records, extract_tasks, parse_duration, tune
 
-__all__ = ["TaskSummary", "plot_curves", "rpc_runner", "TilingDatabase", "TilingTuner", "TuneConfig", "TuneResult",
-           "TuningDatabase", "apply_best_records", "default_root", "extract_tasks", "parse_duration", "repair_database",
-           "target_key", "tiling_tuner", "tune"]
+__all__ = ["TaskSummary", "plot_curves", "local_builder", "rpc_runner", "TilingDatabase", "TilingTuner", "TuneConfig",
+           "TuneResult", "TuningDatabase", "apply_best_records", "default_root", "extract_tasks", "parse_duration",
+           "repair_database", "target_key", "tiling_tuner", "tune"]

@@ -4,14 +4,23 @@ MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and i
 imports `tvm.s_tir.tensor_intrin` in each of them (18-25 s here, TVMScript parsing every intrinsic), so every
 batch paid that before building anything. edgetune's build function is the same lowering without that import:
 CPU float candidates use no tensor intrinsics.
+
+MetaSchedule sends the functions given to its builder and runner to its worker processes with cloudpickle:
+module-level functions travel by name (the workers import edgetune), and `functools.partial` carries their
+arguments.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
+from tvm.support import cc
 
 if TYPE_CHECKING:
     from ..targets.rpc import RemoteDevice
@@ -27,20 +36,54 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tv
         return tvm_build(mod, target=target)
 
 
-def local_builder(timeout_s: float) -> ms.Builder:
-    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_s, f_build=build_candidate)
+def export_for_device(cross_compiler: str, mod: tvm.runtime.Module) -> str:
+    """A candidate linked here into a shared library for the device. MetaSchedule's default export is a .tar
+    of object files that the device's RPC server links itself, which needs a compiler there (edgetune's
+    server has none, and boards often have none)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="edgetune-candidate-"), "candidate.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    return path
+
+
+def local_builder(timeout_s: float, cross_compiler: str | None = None) -> ms.Builder:
+    """Builds candidates in a worker process, linked by `cross_compiler` when the code runs elsewhere."""
+    f_export = functools.partial(export_for_device, cross_compiler) if cross_compiler else None
+    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_s, f_build=build_candidate, f_export=f_export)
+
+
+def _evaluator() -> ms.runner.EvaluatorConfig:
+    """Each candidate run 3 x 3 times, at least 50 ms per repeat."""
+    return ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
 
 
 def local_runner(timeout_s: float) -> ms.Runner:
-    """Runs each candidate 3 x 3 times (at least 50 ms per repeat) in a worker process, one at a time."""
-    config = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
-    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=config)
+    """Runs each candidate in a worker process on this machine, one at a time."""
+    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=_evaluator())
+
+
+def _device_session(device: "RemoteDevice", timeout_s: float, _config: ms.runner.RPCConfig) -> Any:
+    """MetaSchedule's session function: a session from targets.rpc.connect, ended by the device after
+    `timeout_s`, so that a hung candidate costs at most that."""
+    from ..targets.rpc import connect
+
+    return connect(device, session_timeout_s=timeout_s)
+
+
+def _random_arguments(_session: Any, device: Any, args_info: list, alloc_repeat: int) -> list[list[Any]]:
+    """MetaSchedule's argument function, without the device's random-fill function (edgetune's server has
+    none): arrays filled here, as for timing a compiled model's kernels."""
+    from ..targets.kernels import random_arguments
+
+    rng = np.random.default_rng(0)
+    specs = [(shape, dtype) for _kind, dtype, shape in args_info]  # ("TENSOR", dtype, shape)
+    return [random_arguments(specs, device, rng) for _ in range(alloc_repeat)]
 
 
 def rpc_runner(device: "RemoteDevice", timeout_s: float) -> ms.Runner:
-    """Candidates measured on the devices an RPC tracker hands out under `device.key`, one worker per
-    registered device (so several devices measure in parallel). A device that drops out or stops answering
-    fails the candidates it held (MetaSchedule records them as errors) and tuning goes on with the others.
+    """Candidates measured on a remote device: an RPC server (one candidate at a time), or the devices an RPC
+    tracker hands out under `device.key` (one worker per registered device, so several measure in parallel).
+    A device that drops out or stops answering fails the candidates it held (MetaSchedule records them as
+    errors) and tuning goes on with the others.
 
     MetaSchedule's RPCRunner makes its worker pool without a timeout (`session_timeout_sec` only asks the
     server to end the session, which a wedged device never does), so a device that stops answering without
@@ -48,12 +91,19 @@ def rpc_runner(device: "RemoteDevice", timeout_s: float) -> ms.Runner:
     `timeout_s` plus the device's own timeout for getting and reaching a device."""
     from tvm.support.popen_pool import PopenPoolExecutor
 
-    from ..targets.rpc import tracker_devices
+    from ..targets.rpc import connect, tracker_devices
 
-    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
-                                 session_priority=1, session_timeout_sec=int(timeout_s))
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50, enable_cpu_cache_flush=False)
-    workers = tracker_devices(device)
-    runner = ms.runner.RPCRunner(config, evaluator, max_workers=workers)
+    if device.key is None:
+        connect(device)  # a server that does not answer is one clear error now, not a failure per candidate
+        workers = 1
+    else:
+        workers = tracker_devices(device)
+    # MetaSchedule insists on a tracker address and key; edgetune's session function uses neither, so the
+    # config only carries the session timeout
+    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port,
+                                 tracker_key=device.key or "direct", session_timeout_sec=int(timeout_s))
+    session = functools.partial(_device_session, device, timeout_s)
+    runner = ms.runner.RPCRunner(config, _evaluator(), f_create_session=session,
+                                 f_alloc_argument=_random_arguments, max_workers=workers)
     runner.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s + device.timeout_s)
     return runner

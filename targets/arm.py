@@ -11,6 +11,7 @@ import dataclasses
 import json
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tvm.support import cc
 
 from ..errors import UserError
 from .base import CpuTarget, Session
+from .kernels import KERNEL_LIBRARY, kernel_table
 
 DEFAULT_CROSS_COMPILER = "aarch64-linux-gnu-g++"
 CROSS_COMPILER_PACKAGE = "g++-aarch64-linux-gnu"
@@ -62,8 +64,21 @@ class ArmTarget(CpuTarget):
         return dataclasses.replace(self, cross_compiler=compiler)
 
     def export(self, executable: relax.VMExecutable, path: Path) -> None:
+        """The model library, and its kernels' object code linked again on its own into the kernel library,
+        which a remote device can time kernel by kernel (kernels.py)."""
         self.check_tools()
-        executable.export_library(str(path), fcompile=cc.cross_compiler(self.cross_compiler))
+        link = cc.cross_compiler(self.cross_compiler)
+        with tempfile.TemporaryDirectory(prefix="edgetune-export-") as workspace:
+            executable.export_library(str(path), fcompile=link, workspace_dir=workspace)
+            # export_library writes the compiled kernels as lib<i>.o, the VM program beside them as devc.o
+            link(str(path.with_name(KERNEL_LIBRARY)), [str(obj) for obj in sorted(Path(workspace).glob("lib*.o"))])
+
+    def artifact_files(self, library: Path) -> list[Path]:
+        kernels = library.with_name(KERNEL_LIBRARY)
+        return [kernels] if kernels.is_file() else []  # artifacts compiled before kernel libraries have none
+
+    def kernel_table(self, mod: tvm.IRModule) -> list[dict[str, Any]]:
+        return kernel_table(mod, self.tvm_target())
 
     def load(self, path: Path, threads: int | None = None) -> Session:
         raise UserError(f"{self.name} code runs on an aarch64 device, not on this {platform.machine()} machine; "

@@ -21,7 +21,7 @@ from tvm import relax
 
 from ..errors import UserError
 from .cpu_schedule import schedule_cpu, vector_lanes
-from .profiling import LatencyReport, ProfileConfig, measure
+from .profiling import KernelTimer, LatencyReport, ProfileConfig, measure
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Session:
     threads: int
     emulated: bool = False  # the device is an emulator: its timings are not device latency
     kernels_skipped: str = ""  # why this session cannot give a per-kernel breakdown (empty: it can)
+    # Times each kernel alone, for a session whose VM cannot be instrumented (a remote device; see kernels.py).
+    kernel_timer: KernelTimer | None = None
 
     def running(self) -> ContextManager[None]:
         """Wraps every call into the library; a remote session turns a lost device into a clear error."""
@@ -58,6 +60,8 @@ class Target(abc.ABC):
     device_type: str = "cpu"
     # Numeric precisions (`--precision`) its kernels can compute in; fp16 is float16 with float32 accumulation.
     precisions: tuple[str, ...] = ("fp32",)
+    # The compiler linking its libraries here for another machine (None: this machine's own linker).
+    cross_compiler: str | None = None
 
     @abc.abstractmethod
     def tvm_target(self) -> tvm.target.Target:
@@ -101,6 +105,11 @@ class Target(abc.ABC):
     def artifact_files(self, library: Path) -> list[Path]:
         """Files next to the exported library that belong to the artifact (checksummed with it)."""
         return []
+
+    def kernel_table(self, mod: tvm.IRModule) -> list[dict[str, Any]] | None:
+        """For the manifest: what a remote device needs to time each kernel of `mod` alone (kernels.py), for
+        targets whose `export` also writes the kernel library; None for the others."""
+        return None
 
     def int8_activations(self) -> str:
         """The 8-bit type int8 kernels take activations in: what this target's dot instructions multiply

@@ -30,7 +30,9 @@ from .base import Session, Target
 # Registered by edgetune's own server (targets/rpc_server.cc): JSON {"description": str, "emulated": bool}.
 DEVICE_INFO_FUNCTION = "edgetune.rpc.device"
 NO_REMOTE_BREAKDOWN = ("the VM's per-call instrument is a host callback, which TVM RPC cannot pass to a remote "
-                       "device; only end-to-end times were measured")
+                       "device, and the artifact has no kernel library to time its kernels one at a time "
+                       "(compiled by an older edgetune, or for a target without one); only end-to-end times "
+                       "were measured")
 
 
 @dataclass(frozen=True)
@@ -72,18 +74,21 @@ def parse_address(text: str, flag: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def connect(device: RemoteDevice) -> rpc.RPCSession:
-    """An RPC session with the device; through its tracker when the device has a key."""
-    return _connect(device)[0]
+def connect(device: RemoteDevice, session_timeout_s: float = 0) -> rpc.RPCSession:
+    """An RPC session with the device; through its tracker when the device has a key. With
+    `session_timeout_s`, the device's server ends the session after that long (0: never)."""
+    return _connect(device, session_timeout_s)[0]
 
 
-def _connect(device: RemoteDevice) -> tuple[rpc.RPCSession, frozenset[int]]:
+def _connect(device: RemoteDevice, session_timeout_s: float = 0) -> tuple[rpc.RPCSession, frozenset[int]]:
     """The session and its sockets (file descriptors), which carry TCP keepalive: a peer that vanished
     without closing the connection (power, cable) fails the next blocked request within about 30 s."""
     before = _tcp_sockets()
-    with _deadline(device.timeout_s, lambda: _tcp_sockets() - before) as expired:
+    # through a tracker: its own socket timeout bounds the wait for a free device, then the handshake follows
+    limit = device.timeout_s * (2 if device.key else 1)
+    with _deadline(limit, lambda: _tcp_sockets() - before) as expired:
         try:
-            session = _open(device)
+            session = _open(device, session_timeout_s)
         except Exception:
             if expired:
                 role = "device's RPC server" if device.key is None else "device the tracker handed out"
@@ -96,15 +101,15 @@ def _connect(device: RemoteDevice) -> tuple[rpc.RPCSession, frozenset[int]]:
     return session, sockets
 
 
-def _open(device: RemoteDevice) -> rpc.RPCSession:
+def _open(device: RemoteDevice, session_timeout_s: float) -> rpc.RPCSession:
     _check_reachable(device)
     if device.key is None:
-        return rpc.connect(device.host, device.port)
+        return rpc.connect(device.host, device.port, session_timeout=session_timeout_s)
     tracker = _tracker(device)
     try:
         queues = tracker.summary().get("queue_info", {})
         _check_key(device, queues, device.key in queues)
-        return tracker.request(device.key, max_retry=1)
+        return tracker.request(device.key, max_retry=1, session_timeout=session_timeout_s)
     except RuntimeError as exc:
         if "timed out" in str(exc):
             raise UserError(f"no device with key {device.key!r} became free at tracker {device.host}:"
@@ -222,13 +227,21 @@ class RemoteSession(Session):
     def running(self) -> ContextManager[None]:
         return _reporting_lost_device(self)
 
-    @contextlib.contextmanager
-    def request(self, expected_s: float = 0.0) -> Iterator[None]:
-        with _deadline(self.address.timeout_s + expected_s, lambda: self.sockets) as expired:
-            try:
-                yield
-            finally:
-                self.unanswered.extend(expired)
+    def request(self, expected_s: float = 0.0) -> ContextManager[None]:
+        return bounded_request(self.address.timeout_s, self.sockets, self.unanswered, expected_s)
+
+
+@contextlib.contextmanager
+def bounded_request(timeout_s: float, sockets: frozenset[int], unanswered: list[bool],
+                    expected_s: float = 0.0) -> Iterator[None]:
+    """One request on a session's connection (`sockets`): shut down, and noted in `unanswered`, when it has
+    no answer `timeout_s` after the `expected_s` it should take. (A function of the session's parts, so that
+    what keeps a request function does not keep the session and its connection alive.)"""
+    with _deadline(timeout_s + expected_s, lambda: sockets) as expired:
+        try:
+            yield
+        finally:
+            unanswered.extend(expired)
 
 
 # Bytes per second an upload is expected to reach at least (a slow board on a slow link).

@@ -8,6 +8,7 @@ when run as root).
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,11 +20,18 @@ import onnx
 import psutil
 import pytest
 
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
 import edgetune
+from edgetune.autotune import TuningDatabase, target_key
+from edgetune.autotune.database import workload_key
 from edgetune.cli import build_parser
 from edgetune.errors import UserError
-from edgetune.targets import get_target
+from edgetune.targets import LatencyReport, get_target
 from edgetune.targets.arm import PRESETS
+from edgetune.targets.kernels import kernel_table
 from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command, serving
 from edgetune.targets.rpc import RemoteDevice, connect
 from edgetune.validate import reference_outputs
@@ -97,6 +105,25 @@ def test_device_flags_are_checked():
             RemoteDevice.from_flags(*flags)
 
 
+def test_kernel_table_skips_kernels_with_symbolic_shapes():
+    """Kernels are timed alone on arrays made ahead of time: a kernel whose shapes are known only while the
+    model runs is listed as not timed, with the reason, and the latency log keeps that reason."""
+    @I.ir_module
+    class Dynamic:
+        @R.function
+        def main(x: R.Tensor(("n", 4), "float32"), y: R.Tensor((2, 4), "float32")):
+            return R.add(x, x), R.multiply(y, y), R.multiply(y, y)
+
+    table = {k["name"]: k for k in kernel_table(relax.transform.LegalizeOps()(Dynamic),
+                                                 get_target("cortex-a72").tvm_target())}
+    assert table["add"]["calls"] == 1 and "symbolic shape ['n', 4] of x" in table["add"]["skipped"]
+    assert "args" not in table["add"]
+    assert table["multiply"]["calls"] == 2 and table["multiply"]["args"] == [{"shape": [2, 4], "dtype": "float32"}] * 3
+    report = LatencyReport("a device", 1, 0, 1, [1.0], untimed_kernels={"add": table["add"]["skipped"]})
+    assert "not timed: add (symbolic shape" in report.format_table()
+    assert LatencyReport.from_dict(report.to_dict()).untimed_kernels == report.untimed_kernels
+
+
 @needs_tools
 def test_compile_without_device_cross_compiles_and_skips_validation(digits_arm):
     out, stdout = digits_arm
@@ -121,7 +148,7 @@ def test_fp32_models_match_onnxruntime_on_emulated_device(name, a72, digits_mode
 
     report = compiled.profile(warmup=1, repeat=3)
     assert report.emulated and "qemu" in report.device and len(report.samples_ms) == 3
-    assert report.kernels == [] and "RPC" in report.kernels_skipped
+    assert report.kernel_timing == "isolated" and report.kernels and not report.kernels_skipped
     assert report.format_table().startswith("NOTE: measured under emulation")
     compiled.save(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "latency.json").read_text())["emulated"] is True
@@ -148,18 +175,72 @@ def test_int8_models_on_emulated_device_use_sdot_where_the_core_has_it(name, cpu
     assert ("sdot" in disassembly) == (cpu == "cortex-a76")
 
 
+def _library_kernels(library: Path) -> set[str]:
+    """The kernels an aarch64 library exports (TVM names each one's symbol __tvm_ffi_<kernel>)."""
+    symbols = subprocess.run(["aarch64-linux-gnu-nm", "-D", "--defined-only", str(library)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    return {s.removeprefix("__tvm_ffi_") for s in symbols
+            if s.startswith("__tvm_ffi_") and not s.startswith("__tvm_ffi__")}  # not __tvm_ffi__library_bin
+
+
 @needs_tools
-def test_cli_profile_over_rpc_marks_emulated_latency(digits_arm, a72):
+def test_cli_profile_over_rpc_times_each_kernel_alone_and_marks_emulated_latency(digits_arm, a72):
+    """Over RPC the VM cannot be instrumented: each of the library's kernels is timed alone on the device,
+    times its calls per inference, and the sum is checked against the end-to-end time."""
     out, _ = digits_arm
     result = run("profile", out, "--rpc", f"{a72.host}:{a72.port}", "--repeat", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("NOTE: measured under emulation (qemu")
-    assert "no per-kernel breakdown" in result.stdout
+    assert "each timed alone on the device" in result.stdout
     log = json.loads((out / "latency.json").read_text())
     assert log["emulated"] is True and "cortex-a72 emulated" in log["device"] and len(log["samples_ms"]) == 3
+    names = [k["name"] for k in log["kernels"]]
+    assert len(set(names)) == len(names) and set(names) <= _library_kernels(out / "model.so")
+    rules = json.loads((out / "manifest.json").read_text())["schedules"]["kernels"]
+    assert sorted(n for n in names if "conv2d" in n) == sorted(k for k, r in rules.items() if r == "Conv2dNCHWc")
+    assert all(k["kind"] == "kernel" and k["calls"] >= 1 and k["mean_ms"] > 0 for k in log["kernels"])
+    check = log["kernel_check"]
+    assert check["method"] == "isolated" and check["end_to_end_ms"] == pytest.approx(log["end_to_end"]["mean_ms"])
+    assert 0.25 < check["sum_of_calls_ms"] / check["end_to_end_ms"] < 4, check  # isolated: no tight bound
 
     result = run("profile", out, "--rpc", "127.0.0.1:1")
     assert "cannot reach the RPC server at 127.0.0.1:1" in one_line_error(result)
+
+
+@needs_tools
+def test_tuning_measures_candidates_on_the_emulated_device(digits_model, a72, tmp_path):
+    """`edgetune tune -t cortex-a72 --rpc`: candidates cross-linked here and measured on the device; the
+    records land under the ARM target's key, and a build from them still matches onnxruntime on the device."""
+    db = tmp_path / "db"
+    result = run("tune", digits_model, "-t", "cortex-a72", "--trials", "4", "--db", db, "--rpc",
+                 f"{a72.host}:{a72.port}")
+    assert result.returncode == 0, result.stderr
+    assert int(re.search(r"(\d+) candidates measured now", result.stdout).group(1)) >= 4
+    target = get_target("cortex-a72").tvm_target()
+    assert [p.name for p in db.iterdir()] == [target_key(target)[0]]
+    records = TuningDatabase(db, target).ms.get_all_tuning_records()
+    measured = [r for r in records if r.run_secs and all(0 < float(s) < 1 for s in r.run_secs)]
+    assert len(measured) >= 4, [r.run_secs for r in records]  # finite times, not MetaSchedule's 1e10 failures
+
+    # Four emulated trials need not beat the default schedules; make every default slower than any record, so
+    # that the build below must take the records: it is the tuned library that has to match onnxruntime.
+    baselines = db / target_key(target)[0] / "baselines.json"
+    defaults = json.loads(baselines.read_text())
+    baselines.write_text(json.dumps({key: {**value, "seconds": 1.0} for key, value in defaults.items()}))
+    compiled = edgetune.compile(digits_model, "cortex-a72", device=a72, tuning_db=db)
+    tuning, validation = compiled.metadata["tuning"], compiled.validation
+    validated_on = compiled.metadata["validated_on"]
+    del compiled  # the emulated device serves one session at a time: a failing assert must not hold this one
+    tuned_workloads = {workload_key(r.workload.mod) for r in measured}
+    assert len(tuning["kernels_from_records"]) >= len(tuned_workloads) >= 1, tuning
+    assert validation.passed and "emulated" in validated_on, validation.summary()
+
+
+def test_tuning_for_a_target_that_cannot_run_here_needs_a_device(digits_model, tmp_path):
+    result = run("tune", digits_model, "-t", "cortex-a72", "--trials", "4", "--db", tmp_path / "db")
+    line = one_line_error(result)
+    assert "tuning measures every candidate on the device" in line and "--rpc HOST:PORT" in line
+    assert "--rpc-tracker" in line and not (tmp_path / "db").exists()
 
 
 @needs_tools
