@@ -83,3 +83,87 @@ class BitCast(onnx_frontend.OnnxOpConverter):
             raise NotImplementedError(f"BitCast from {source} to {target}: the widths differ")
         return bb.emit_te(lambda x: te.compute(x.shape, lambda *i: tvm.tirx.reinterpret(target, x(*i)),
                                                name="bitcast"), data)
+
+
+@register_converter("DFT")
+class DFT(onnx_frontend.OnnxOpConverter):
+    """The discrete Fourier transform along one signal axis as matrix products with constant cosine and sine
+    tables (the length is static): forward, inverse (scaled by 1/n), one-sided (the first n/2 + 1 bins of a
+    real signal) and inverse one-sided (a real signal from its one-sided spectrum, as numpy's irfft).
+    Input [batch, signal..., 1 or 2] (real or complex); output [..., 2], or [..., 1] for the inverse
+    one-sided transform. O(n^2) per signal: meant for the short transforms of spectral features."""
+
+    @classmethod
+    def _impl_v17(cls, bb, inputs, attr, params):
+        return cls._dft(bb, inputs[0], inputs[1] if len(inputs) > 1 else None, attr.get("axis", 1), attr)
+
+    @classmethod
+    def _impl_v20(cls, bb, inputs, attr, params):
+        axis = _axis(inputs[2], "DFT") if len(inputs) > 2 and inputs[2] is not None else -2
+        return cls._dft(bb, inputs[0], inputs[1] if len(inputs) > 1 else None, axis, attr)
+
+    @classmethod
+    def _dft(cls, bb, data, length_input, axis, attr):
+        shape = [int(d) for d in data.ty.shape.values]
+        rank, dtype = len(shape), str(data.ty.dtype)
+        axis = axis + rank if axis < 0 else axis
+        if not 0 < axis < rank - 1 or shape[-1] not in (1, 2):
+            raise NotImplementedError(f"DFT over axis {axis} of a tensor of shape {shape}")
+        inverse, onesided = bool(attr.get("inverse", 0)), bool(attr.get("onesided", 0))
+        signal_axis = axis  # in the signal tensor (the complex dimension taken off)
+        order = [d for d in range(rank - 1) if d != signal_axis] + [signal_axis]
+        back = [order.index(d) for d in range(rank - 1)]
+
+        def part(index: int) -> relax.Expr:
+            taken = bb.normalize(relax.op.take(data, relax.const(index, "int64"), axis=rank - 1))
+            return bb.normalize(relax.op.permute_dims(taken, order))
+
+        real, imag = part(0), part(1) if shape[-1] == 2 else None
+        given = shape[axis]
+        length = _axis(length_input, "DFT") if length_input is not None else (
+            2 * (given - 1) if inverse and onesided else given)
+        if inverse and onesided:
+            bins = length // 2 + 1
+            real, imag = (cls._fit(bb, x, bins) if x is not None else None for x in (real, imag))
+            weights = np.full(bins, 2.0)
+            weights[0] = 1.0
+            if length % 2 == 0:
+                weights[-1] = 1.0
+            cos, sin = cls._tables(bins, length, length)
+            y = cls._matmul(real, cos * weights[:, None] / length, dtype)
+            if imag is not None:
+                y = relax.op.subtract(y, cls._matmul(imag, sin * weights[:, None] / length, dtype))
+            return relax.op.expand_dims(relax.op.permute_dims(bb.normalize(y), back), rank - 1)
+        real, imag = (cls._fit(bb, x, length) if x is not None else None for x in (real, imag))
+        cos, sin = cls._tables(length, length // 2 + 1 if onesided else length, length)
+        scale = 1.0 / length if inverse else 1.0
+        sign = 1.0 if inverse else -1.0  # exp(sign * 2 pi i jk / n)
+        out_real = cls._matmul(real, cos * scale, dtype)
+        out_imag = cls._matmul(real, sign * sin * scale, dtype)
+        if imag is not None:
+            out_real = relax.op.subtract(out_real, cls._matmul(imag, sign * sin * scale, dtype))
+            out_imag = relax.op.add(out_imag, cls._matmul(imag, cos * scale, dtype))
+        parts = [bb.normalize(relax.op.expand_dims(relax.op.permute_dims(bb.normalize(p), back), rank - 1))
+                 for p in (out_real, out_imag)]
+        return relax.op.concat(parts, axis=rank - 1)  # (not stack: TVM's ConvertLayout fails on it)
+
+    @staticmethod
+    def _tables(rows: int, columns: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin of 2 pi j k / length for row j and column k (in float64, cast when used)."""
+        angle = 2 * np.pi * np.outer(np.arange(rows), np.arange(columns)) / length
+        return np.cos(angle), np.sin(angle)
+
+    @staticmethod
+    def _fit(bb, signal: relax.Expr, length: int) -> relax.Expr:
+        """The signal (transform axis last) zero-padded or cut to `length`."""
+        given = int(signal.ty.shape.values[-1])
+        if given > length:
+            return bb.normalize(relax.op.strided_slice(signal, axes=[-1], begin=[0], end=[length]))
+        if given < length:
+            pads = [0] * (2 * (signal.ty.ndim - 1)) + [0, length - given]
+            return bb.normalize(relax.op.nn.pad(signal, pads))
+        return signal
+
+    @staticmethod
+    def _matmul(signal: relax.Expr, table: np.ndarray, dtype: str) -> relax.Expr:
+        return relax.op.matmul(signal, relax.const(table.astype(dtype)))
