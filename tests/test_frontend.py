@@ -175,3 +175,41 @@ def test_scan_is_unrolled_and_matches_onnxruntime():
     compiled = edgetune.compile(model)
     assert compiled.validation.passed, compiled.validation.summary()
 
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("LSTM", dict(direction="bidirectional", clip=2.0)),
+    ("GRU", dict(direction="reverse", linear_before_reset=1)),
+    ("LSTM", dict(direction="reverse")),
+    ("RNN", dict(activations=["LeakyRelu"], activation_alpha=[0.2])),
+])
+def test_recurrent_layers_match_onnxruntime(op, attrs):
+    """What ONNX's own cases leave out: sequences of different lengths (`sequence_lens`) in both directions,
+    clip, GRU's linear_before_reset, a parameterised activation (onnxruntime has no batch-major layout: ONNX's
+    cases check that one against ONNX's reference)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+    directions = 2 if attrs.get("direction") == "bidirectional" else 1
+    steps, batch, size, hidden = 4, 3, 5, 6
+    weights = {
+        "W": rng.normal(0, 0.5, (directions, gates * hidden, size)),
+        "R": rng.normal(0, 0.5, (directions, gates * hidden, hidden)),
+        "B": rng.normal(0, 0.2, (directions, 2 * gates * hidden)),
+        "lens": np.array([4, 1, 3], dtype=np.int32),
+    }
+    inits = [numpy_helper.from_array(v if v.dtype == np.int32 else v.astype(np.float32), k)
+             for k, v in weights.items()]
+    x_shape, y_shape, h_shape = [steps, batch, size], [steps, directions, batch, hidden], [directions, batch, hidden]
+    outputs = ["Y", "Y_h"]
+    node = helper.make_node(op, ["X", "W", "R", "B", "lens"], outputs,
+                            hidden_size=hidden, **attrs)
+    graph = helper.make_graph([node], "recurrent", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape),
+                               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, h_shape)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
