@@ -167,3 +167,84 @@ class DFT(onnx_frontend.OnnxOpConverter):
     @staticmethod
     def _matmul(signal: relax.Expr, table: np.ndarray, dtype: str) -> relax.Expr:
         return relax.op.matmul(signal, relax.const(table.astype(dtype)))
+
+
+@register_converter("Col2Im")
+class Col2Im(onnx_frontend.OnnxOpConverter):
+    """Sliding blocks [N, C * prod(block), L] summed back into an image [N, C, *image_shape] (the inverse of
+    an unfold): each output pixel adds every (block offset, block position) pair that lands on it."""
+
+    @classmethod
+    def _impl_v18(cls, bb, inputs, attr, params):
+        data = inputs[0]
+        image, block = (cls._ints(inputs[i], name) for i, name in ((1, "image_shape"), (2, "block_shape")))
+        dims = len(image)
+        dilations = list(attr.get("dilations", [1] * dims))
+        strides = list(attr.get("strides", [1] * dims))
+        pads = list(attr.get("pads", [0] * 2 * dims))
+        blocks = [(image[d] + pads[d] + pads[d + dims] - dilations[d] * (block[d] - 1) - 1) // strides[d] + 1
+                  for d in range(dims)]
+        batch, columns, positions = (int(v) for v in data.ty.shape.values)
+        kernel_size = int(np.prod(block))
+        if columns % kernel_size or positions != int(np.prod(blocks)):
+            raise NotImplementedError(f"Col2Im of a {[batch, columns, positions]} input for image {image}, "
+                                      f"block {block}: the sizes do not agree")
+        channels = columns // kernel_size
+
+        def compute(x: te.Tensor) -> te.Tensor:
+            offsets = [te.reduce_axis((0, block[d]), name=f"k{d}") for d in range(dims)]
+
+            def pixel(n, c, *y):
+                valid, block_index, kernel_index = tvm.tirx.const(True), 0, 0
+                for d in range(dims):
+                    shifted = y[d] + pads[d] - offsets[d] * dilations[d]
+                    position = tvm.tirx.indexdiv(shifted, strides[d])
+                    valid = tvm.tirx.all(valid, shifted >= 0, tvm.tirx.indexmod(shifted, strides[d]) == 0,
+                                         position < blocks[d])
+                    block_index = block_index * blocks[d] + position
+                    kernel_index = kernel_index * block[d] + offsets[d]
+                value = x[n, c * kernel_size + kernel_index, block_index]
+                return te.sum(tvm.tirx.if_then_else(valid, value, tvm.tirx.const(0, x.dtype)), axis=offsets)
+
+            return te.compute((batch, channels, *image), pixel, name="col2im")
+
+        return bb.emit_te(compute, data)
+
+    @staticmethod
+    def _ints(expr: relax.Expr, name: str) -> list[int]:
+        if not isinstance(expr, tvm.ir.GenericConst):
+            raise NotImplementedError(f"Col2Im with {name} computed at run time")
+        return [int(v) for v in np.asarray(expr.value.numpy()).reshape(-1)]
+
+
+@register_converter("Det")
+class Det(onnx_frontend.OnnxOpConverter):
+    """Determinants of [..., n, n] matrices for n <= 3 in closed form (cofactor expansion); larger matrices
+    are refused (they would need a pivoted LU decomposition)."""
+
+    @classmethod
+    def _impl_v11(cls, bb, inputs, attr, params):
+        data = inputs[0]
+        shape = [int(d) for d in data.ty.shape.values]
+        n = shape[-1]
+        if len(shape) < 2 or shape[-2] != n or n > 3:
+            raise NotImplementedError(f"Det of a {shape} tensor (edgetune computes square matrices up to 3x3)")
+        rank = len(shape)
+
+        def entry(i: int, j: int) -> relax.Expr:
+            row = relax.op.take(data, relax.const(i, "int64"), axis=rank - 2)
+            return bb.normalize(relax.op.take(row, relax.const(j, "int64"), axis=rank - 2))
+
+        if n == 1:
+            return entry(0, 0)
+
+        def minor(rows: tuple[int, int], cols: tuple[int, int]) -> relax.Expr:
+            return relax.op.subtract(relax.op.multiply(entry(rows[0], cols[0]), entry(rows[1], cols[1])),
+                                     relax.op.multiply(entry(rows[0], cols[1]), entry(rows[1], cols[0])))
+
+        if n == 2:
+            return minor((0, 1), (0, 1))
+        terms = [relax.op.multiply(entry(0, 0), minor((1, 2), (1, 2))),
+                 relax.op.multiply(entry(0, 1), minor((1, 2), (0, 2))),
+                 relax.op.multiply(entry(0, 2), minor((1, 2), (0, 1)))]
+        return relax.op.add(relax.op.subtract(terms[0], terms[1]), terms[2])

@@ -213,3 +213,21 @@ def test_recurrent_layers_match_onnxruntime(op, attrs):
     model.ir_version = 8
     compiled = edgetune.compile(model)
     assert compiled.validation.passed, compiled.validation.summary()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_det_in_closed_form_matches_onnxruntime(n):
+    """ONNX's own Det cases are 2x2 only."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    with pytest.raises(UserError, match="up to 3x3"):
+        model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 4
+        model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 4
+        edgetune.compile(model)
