@@ -14,11 +14,16 @@ from tvm.relax.frontend.onnx import onnx_frontend
 from .converters import register_converter
 
 
+def _constant_ints(expr: relax.Expr, op: str, what: str) -> list[int]:
+    """The values of a constant integer input (the importer binds parameter inputs known at compile time)."""
+    if not isinstance(expr, tvm.ir.GenericConst):
+        raise NotImplementedError(f"{op} with {what} computed at run time is not supported")
+    return [int(v) for v in np.asarray(expr.value.numpy()).reshape(-1)]
+
+
 def _axis(expr: relax.Expr, op: str) -> int:
     """A constant axis input (0-D or one element)."""
-    if not isinstance(expr, tvm.ir.GenericConst):
-        raise NotImplementedError(f"{op} with an axis computed at run time is not supported")
-    return int(np.asarray(expr.value.numpy()).reshape(-1)[0])
+    return _constant_ints(expr, op, "an axis")[0]
 
 
 @register_converter("CumProd")
@@ -120,7 +125,7 @@ class DFT(onnx_frontend.OnnxOpConverter):
 
         real, imag = part(0), part(1) if shape[-1] == 2 else None
         given = shape[axis]
-        length = _axis(length_input, "DFT") if length_input is not None else (
+        length = _constant_ints(length_input, "DFT", "dft_length")[0] if length_input is not None else (
             2 * (given - 1) if inverse and onesided else given)
         if inverse and onesided:
             bins = length // 2 + 1
@@ -177,7 +182,8 @@ class Col2Im(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v18(cls, bb, inputs, attr, params):
         data = inputs[0]
-        image, block = (cls._ints(inputs[i], name) for i, name in ((1, "image_shape"), (2, "block_shape")))
+        image, block = (_constant_ints(inputs[i], "Col2Im", name) for i, name in ((1, "image_shape"),
+                                                                                  (2, "block_shape")))
         dims = len(image)
         dilations = list(attr.get("dilations", [1] * dims))
         strides = list(attr.get("strides", [1] * dims))
@@ -209,12 +215,6 @@ class Col2Im(onnx_frontend.OnnxOpConverter):
             return te.compute((batch, channels, *image), pixel, name="col2im")
 
         return bb.emit_te(compute, data)
-
-    @staticmethod
-    def _ints(expr: relax.Expr, name: str) -> list[int]:
-        if not isinstance(expr, tvm.ir.GenericConst):
-            raise NotImplementedError(f"Col2Im with {name} computed at run time")
-        return [int(v) for v in np.asarray(expr.value.numpy()).reshape(-1)]
 
 
 @register_converter("Det")

@@ -32,11 +32,12 @@ from edgetune.errors import UserError
 from edgetune.targets import LatencyReport, get_target
 from edgetune.targets.arm import PRESETS
 from edgetune.targets.kernels import kernel_table
-from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command, serving
+from edgetune.targets.emulator import build_program, emulated_device, missing_tools, qemu_command
 from edgetune.targets.rpc import RemoteDevice, connect
 from edgetune.validate import reference_outputs
 
 from onnx_models import light
+from rpc_farm import tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
@@ -296,11 +297,9 @@ def test_missing_cross_compiler_is_a_one_line_error(digits_model, tmp_path):
 
 
 def test_tracker_without_the_key_answers_instead_of_blocking():
-    tracker = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", "9190",
-               "--port-end", "9290"]
-    with serving(tracker, r"bind to 127\.0\.0\.1:(\d+)") as ready:
+    with tracker() as port:
         with pytest.raises(UserError, match="has no device with key 'pi4'"):
-            connect(RemoteDevice("127.0.0.1", int(ready.group(1)), key="pi4", timeout_s=10))
+            connect(RemoteDevice("127.0.0.1", port, key="pi4", timeout_s=10))
 
 
 def _listening(port: int) -> list:

@@ -1,6 +1,5 @@
 """Autotuning: MetaSchedule really measures, records are keyed and reused, damage is survived."""
 
-import contextlib
 import json
 import os
 import random
@@ -8,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -154,35 +152,23 @@ def test_time_budget_stops_after_the_batch_in_flight(tmp_path):
 def test_tuning_on_two_devices_of_an_rpc_tracker(tmp_path):
     """A tracker and two RPC servers on 127.0.0.1 (TVM's own Python server, which links the candidates it
     receives): candidates are measured on them, records land in the database, the curve is plotted."""
-    from edgetune.targets.emulator import serving
-    from edgetune.targets.rpc import RemoteDevice, tracker_devices
+    from rpc_farm import farm
 
     model = save(conv_net(channels=8, size=8), tmp_path / "conv.onnx")
-    tracker = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", "9190",
-               "--port-end", "9290"]
-    with serving(tracker, r"bind to 127\.0\.0\.1:(\d+)") as ready:
-        port = int(ready.group(1))
-        server = [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "farm",
-                  "--host", "127.0.0.1", "--port", "9300", "--port-end", "9400"]
-        with serving(server, r"bind to 127\.0\.0\.1:(\d+)"), serving(server, r"bind to 127\.0\.0\.1:(\d+)"):
-            device = RemoteDevice("127.0.0.1", port, key="farm", timeout_s=10)
-            for _ in range(300):  # registration follows the bind by a moment
-                with contextlib.suppress(UserError):
-                    if tracker_devices(device) == 2:
-                        break
-                time.sleep(0.1)
-            assert tracker_devices(device) == 2
-            missing = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"),
-                                      "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "nokey"],
-                                     capture_output=True, text=True, timeout=120)
-            assert missing.returncode == 2 and "no device with key 'nokey'" in missing.stderr
-            result = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"),
-                                     "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "farm", "--plot",
-                                     str(tmp_path / "curve.png")], capture_output=True, text=True, timeout=900)
+    with farm(2) as (port, _servers):
+        missing = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"),
+                                  "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "nokey"],
+                                 capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 2 and "no device with key 'nokey'" in missing.stderr
+        result = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "4", "--db", str(tmp_path / "db"),
+                                 "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "farm", "--plot",
+                                 str(tmp_path / "curve.png")], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert int(re.search(r"(\d+) candidates measured now", result.stdout).group(1)) >= 4
     assert len(TuningDatabase(tmp_path / "db", get_target("host").tvm_target()).ms.get_all_tuning_records()) >= 4
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_no_committed_record(tmp_path):
     """`edgetune tune` SIGKILLed (workers too) at 20 seeded random moments between 20 s and 140 s after its start

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,13 +21,13 @@ import pytest
 
 from edgetune.errors import UserError
 from edgetune.targets.emulator import serving
-from edgetune.targets.rpc import RemoteDevice, connect, tracker_devices
+from edgetune.targets.rpc import RemoteDevice, connect
 
 from onnx_models import conv_net, save
+from rpc_farm import BOUND, farm
 
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
 SERVER = [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", "9500", "--port-end", "9600"]
-BOUND = r"bind to 127\.0\.0\.1:(\d+)"
 
 
 def _server_processes(port: int) -> list[psutil.Process]:
@@ -113,23 +112,10 @@ def test_device_wedged_mid_tune_fails_its_candidates_and_tuning_ends(tmp_path):
     from edgetune.targets import get_target
 
     model = save(conv_net(channels=8, size=8), tmp_path / "conv.onnx")
-    tracker = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", "9190",
-               "--port-end", "9290"]
-    with serving(tracker, BOUND) as ready:
-        port = int(ready.group(1))
-        server = [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "farm",
-                  "--host", "127.0.0.1", "--port", "9300", "--port-end", "9400"]
-        with serving(server, BOUND) as first, serving(server, BOUND):
-            device = RemoteDevice("127.0.0.1", port, key="farm", timeout_s=10)
-            for _ in range(300):  # registration follows the bind by a moment
-                with contextlib.suppress(UserError):
-                    if tracker_devices(device) == 2:
-                        break
-                time.sleep(0.1)
-            with wedged(int(first.group(1))):
-                result = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "8", "--db", str(tmp_path / "db"),
-                                         "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "farm",
-                                         "--rpc-timeout", "10"], capture_output=True, text=True, timeout=900)
+    with farm(2) as (port, servers), wedged(servers[0]):
+        result = subprocess.run([EDGETUNE, "tune", str(model), "--trials", "8", "--db", str(tmp_path / "db"),
+                                 "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "farm", "--rpc-timeout", "10"],
+                                capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert int(re.search(r"(\d+) candidates measured now", result.stdout).group(1)) >= 1
     records = TuningDatabase(tmp_path / "db", get_target("host").tvm_target()).ms.get_all_tuning_records()

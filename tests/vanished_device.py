@@ -15,6 +15,8 @@ import psutil
 
 from edgetune.targets.emulator import serving
 
+from rpc_farm import BOUND
+
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
 
 
@@ -22,7 +24,7 @@ def main(artifact: str, rpc_timeout: str) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     server = [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", "9500",
               "--port-end", "9600"]
-    with serving(server, r"bind to 127\.0\.0\.1:(\d+)") as ready:
+    with serving(server, BOUND) as ready:
         port = int(ready.group(1))
         profile = subprocess.Popen([EDGETUNE, "profile", artifact, "--rpc", f"127.0.0.1:{port}", "--repeat",
                                     "1000000", "--warmup", "1", "--rpc-timeout", rpc_timeout],
