@@ -97,7 +97,7 @@ class CompiledModel:
 
     def run(self, inputs: Feed) -> list[np.ndarray]:
         """One inference. `inputs`: name -> array, or arrays in the signature's input order."""
-        return self.target.run(self.session(), self._arrays(inputs))
+        return self.signature.library_outputs(self.target.run(self.session(), self._arrays(inputs)))
 
     def profile(self, inputs: Feed | None = None, warmup: int = 3, repeat: int = 50, threads: int | None = None,
                 max_seconds: float | None = None) -> LatencyReport:
@@ -237,7 +237,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
         compiled.validation = {"skipped": True, "reason": target.unavailable_reason()}
         return compiled
     say("validate...")
-    reference = reference_outputs(loaded.proto, feed)
+    reference = reference_outputs(loaded.proto, feed, imported.signature.outputs)
     actual = compiled.run(feed)
     inputs = ("user inputs" if opts.inputs is not None else "a held-out calibration sample" if opts.quantize
               else f"random (seed {opts.seed})")

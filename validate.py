@@ -10,6 +10,7 @@ import onnx
 
 from .errors import UserError
 from .frontend import TensorSpec
+from .frontend.narrow_formats import from_carrier
 
 # (atol, rtol) per output dtype; integer and boolean outputs must match exactly.
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -53,19 +54,25 @@ class ValidationReport:
         return ("passed" if self.passed else "FAILED") + f" against {self.reference} [" + "; ".join(parts) + "]"
 
 
-def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run the original model in onnxruntime (CPU provider)."""
+def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, np.ndarray],
+                      outputs: Sequence[TensorSpec] | None = None) -> list[np.ndarray]:
+    """Run the original model in onnxruntime (CPU provider); outputs as `outputs` declares them (onnxruntime
+    returns float8 outputs as their bit patterns in uint8)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: its failures come back as the one-line UserError below
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return [np.asarray(o) for o in session.run(None, dict(feed))]
+        results = [np.asarray(o) for o in session.run(None, dict(feed))]
     except Exception as exc:  # onnxruntime raises its own exception types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"onnxruntime cannot run the model to validate it ({text}); "
                         "pass --no-validate to skip validation") from None
+    if outputs is None:
+        return results
+    return [from_carrier(array, spec.dtype) if array.dtype == np.uint8 else array
+            for array, spec in zip(results, outputs, strict=True)]
 
 
 def compare(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], specs: Sequence[TensorSpec],

@@ -1,7 +1,7 @@
 """Frontend: a model in (ONNX file, `onnx.ModelProto`, torch module), a Relax IRModule and its signature out."""
 
 # (imported to register their converters)
-from . import arithmetic_ops, checked_ops, missing_ops, quantized_ops, recurrent_ops  # noqa: F401
+from . import arithmetic_ops, checked_ops, missing_ops, narrow_casts, quantized_ops, recurrent_ops  # noqa: F401
 from .coverage import OpCoverage, check_supported, op_coverage, supported_ops
 from .importer import ImportedModel, import_model
 from .loader import LoadedModel, export_torch, load_model, opset_versions, proto_text

@@ -17,6 +17,8 @@ from .coverage import check_supported, supported_ops
 from .functions import expand_functions
 from .opsets import upgrade_old_opsets
 from .loader import LoadedModel
+from .narrow_formats import NARROW_TYPES, carrier_dtype
+from .narrow_types import lower_narrow_types
 from .parameters import check_parameters_known
 from .scan import unroll_scans
 from .signature import Signature, TensorSpec, resolve_input_specs
@@ -46,6 +48,8 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
     unrolled = unroll_scans(proto)  # after folding: a Scan's length may come from shape arithmetic
     if unrolled is not proto:  # the bodies may hold function operators and shape arithmetic of their own
         proto = fold_static_values(expand_functions(unrolled, supported_ops()), inputs)
+    declared_outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    proto = lower_narrow_types(proto)
     check_supported(proto)
     check_parameters_known(proto)
     from tvm.relax.frontend.onnx import from_onnx
@@ -57,7 +61,7 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
             mod = from_onnx(
                 renamed,
                 shape_dict={identifier(s.name): list(s.shape) for s in inputs},
-                dtype_dict={identifier(s.name): s.dtype for s in inputs},
+                dtype_dict={identifier(s.name): carrier_dtype(s.dtype) for s in inputs},
                 keep_params_in_input=False,
                 sanitize_input_names=False,
             )
@@ -68,7 +72,8 @@ def import_model(model: LoadedModel, input_shapes: Mapping[str, Sequence[int]] |
         raise UserError(f"the importer rejected the model ({type(exc).__name__}: {_summary(exc)}); "
                         "check the graph with `edgetune inspect` or re-export it") from None
     _check_no_empty_tensors(mod)
-    outputs = _output_specs(mod, [o.name for o in proto.graph.output])
+    outputs = tuple(_narrow(spec, declared_outputs.get(spec.name)) for spec in
+                    _output_specs(mod, [o.name for o in proto.graph.output]))
     return ImportedModel(mod, Signature(inputs, outputs), model)
 
 
@@ -149,6 +154,12 @@ def _output_specs(mod: tvm.IRModule, names: list[str]) -> tuple[TensorSpec, ...]
             dims.append(int(dim))
         specs.append(TensorSpec(name, tuple(dims), str(field.dtype)))
     return tuple(specs)
+
+
+def _narrow(spec: TensorSpec, elem_type: int | None) -> TensorSpec:
+    """An output compiled on a narrow type's carrier, declared as the narrow type it carries."""
+    fmt = NARROW_TYPES.get(elem_type)
+    return spec if fmt is None else TensorSpec(spec.name, spec.shape, fmt.name)
 
 
 def _summary(exc: BaseException) -> str:

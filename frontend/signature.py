@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ..errors import UserError
+from .narrow_formats import from_carrier, is_narrow, random_narrow, to_carrier
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class Signature:
         )
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Check a name -> array feed against the inputs and return the arrays in input order."""
+        """Check a name -> array feed against the inputs and return the arrays in input order, as the library
+        takes them (narrow types on their carriers)."""
         expected = set(self.input_names)
         missing = [n for n in self.input_names if n not in feed]
         extra = sorted(set(feed) - expected)
@@ -81,8 +83,12 @@ class Signature:
                 got = TensorSpec(spec.name, tuple(array.shape), str(array.dtype)).describe()
                 raise UserError(f"input {got} does not match the model's {spec.describe()}; "
                                 "convert or reshape it to the declared dtype and shape")
-            arrays.append(np.asarray(array, order="C"))  # ascontiguousarray makes scalars 1-d
+            arrays.append(to_carrier(np.asarray(array, order="C")))  # ascontiguousarray makes scalars 1-d
         return arrays
+
+    def library_outputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The library's outputs as the model declares them (narrow types off their carriers)."""
+        return [from_carrier(array, spec.dtype) for array, spec in zip(arrays, self.outputs)]
 
     def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded random inputs in the declared dtypes: floats in [-1, 1), integers in [0, 10), bools."""
@@ -91,7 +97,9 @@ class Signature:
         for spec in self.inputs:
             dtype = np.dtype(spec.dtype)
             _check_allocatable(spec, dtype)
-            if dtype.kind == "f":
+            if is_narrow(spec.dtype):
+                feed[spec.name] = random_narrow(rng, spec.shape, spec.dtype)
+            elif dtype.kind == "f":
                 feed[spec.name] = rng.uniform(-1.0, 1.0, spec.shape).astype(dtype)
             elif dtype.kind in "iu":
                 feed[spec.name] = rng.integers(0, 10, spec.shape).astype(dtype)
