@@ -62,8 +62,8 @@ def _load_file(path: Path) -> onnx.ModelProto:
         raise UserError(f"{path} is not an ONNX model (no IR version or graph in it); pass an .onnx file")
     try:
         onnx.load_external_data_for_model(proto, str(path.parent))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read its external weight data ({exc}); keep the data files next "
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file: ValidationError
+        raise UserError(f"{path}: cannot read its external weight data ({_first_line(exc)}); keep the data files next "
                         "to the model") from None
     return proto
 

@@ -231,3 +231,16 @@ def test_det_in_closed_form_matches_onnxruntime(n):
         model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 4
         model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 4
         edgetune.compile(model)
+
+
+def test_model_with_external_weight_data(tmp_path):
+    model = conv_net(channels=32)
+    path = tmp_path / "net.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="net.weights", size_threshold=0)
+    assert (tmp_path / "net.weights").stat().st_size > 0 and path.stat().st_size < 2048
+    x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    compiled = edgetune.compile(str(path), "host", inputs={"x": x})  # validated against onnxruntime
+    assert compiled.validation.passed
+    (tmp_path / "net.weights").rename(tmp_path / "moved.weights")
+    with pytest.raises(UserError, match="cannot read its external weight data.*keep the data files next"):
+        load_model(path)
