@@ -285,6 +285,9 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
     if remaining <= 0:
         say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
             "nothing to measure")
+    elif deadline is not None and time.monotonic() >= deadline:
+        say("the time budget went on measuring the default schedules: no search (give a longer --time-budget)")
+        stopped_by = "time budget"
     else:
         # a trial budget is shared across the tasks; a time budget is checked between batches, so keep them small
         per_round = config.trials_per_round or (max(4, min(64, remaining // len(tasks))) if config.trials else 16)

@@ -37,7 +37,8 @@ def _encode_float(fmt: NarrowFloat, saturate: bool):
         exponent = tir.Cast("int32", magnitude_bits >> tir.const(23, "uint32")) - 127
         # The quantum of the target's binade that holds the value (subnormals share the lowest binade's).
         binade = tir.max(exponent, 1 - fmt.bias)
-        quantum = tir.reinterpret("float32", tir.Cast("uint32", binade - fmt.mantissa_bits + 127) << tir.const(23, "uint32"))
+        quantum_bits = tir.Cast("uint32", binade - fmt.mantissa_bits + 127) << tir.const(23, "uint32")
+        quantum = tir.reinterpret("float32", quantum_bits)
         steps = tir.Cast("int32", tir.nearbyint(magnitude / quantum))
         # A carry out of the mantissa moves into the exponent field by itself.
         code = ((binade + fmt.bias - 1) << fmt.mantissa_bits) + steps
