@@ -126,10 +126,10 @@ class NarrowDecode(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         fmt = NARROW_TYPES[int(attr["from"])]
-        table = relax.const(fmt.decode_table())
-        mask = len(fmt.decode_table()) - 1
+        values = fmt.decode_table()
+        table, mask = relax.const(values), len(values) - 1
 
-        def decode(x: te.Tensor, values: te.Tensor) -> te.Tensor:
-            return te.compute(x.shape, lambda *i: values[tir.Cast("int32", x(*i)) & mask], name="narrow_decode")
+        def decode(x: te.Tensor, lookup: te.Tensor) -> te.Tensor:
+            return te.compute(x.shape, lambda *i: lookup[tir.Cast("int32", x(*i)) & mask], name="narrow_decode")
 
         return bb.emit_te(decode, inputs[0], table)

@@ -55,9 +55,11 @@ class _Rewriter:
             self.types[init.name], self.ranks[init.name] = init.data_type, len(init.dims)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._names = (f"narrow_{i}" for i in itertools.count())
+        taken = {n for node in model.graph.node for n in (*node.input, *node.output)} | set(self.types)
+        self._names = (name for name in (f"narrow_{i}" for i in itertools.count()) if name not in taken)
 
     def fresh(self) -> str:
+        """A value name the model does not use."""
         return next(self._names)
 
     def node(self, op: str, inputs: list[str], output: str | None = None, domain: str = "", **attrs) -> str:
@@ -94,14 +96,14 @@ class _Rewriter:
     def per_axis(self, param: str, data: str, axis: int) -> str:
         """A 1-D per-axis parameter reshaped to broadcast along `axis` of `data`."""
         rank = self.ranks.get(data)
-        if self.ranks.get(param, 0) == 0 or rank is None:
+        if self.ranks.get(param, 0) == 0 or not rank:
             return param
         axis = axis % rank
         return self.node("Reshape", [param, self.constant(np.array([-1] + [1] * (rank - 1 - axis), np.int64))])
 
     def quantize(self, node: onnx.NodeProto, to: int) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        _refuse_blocks(node, attrs)
+        _refuse_unsupported(node, attrs)
         fmt = NARROW_TYPES[to]
         if isinstance(fmt, NarrowInt):
             quantized = self.fresh()
@@ -123,17 +125,20 @@ class _Rewriter:
 
     def dequantize(self, node: onnx.NodeProto) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        _refuse_blocks(node, attrs)
+        _refuse_unsupported(node, attrs)
         x, scale = node.input[0], node.input[1]
         scale32 = self.node("Cast", [self.per_axis(scale, x, attrs.get("axis", 1))], to=TensorProto.FLOAT)
         product = self.node("Mul", [self.decode(x), scale32])  # a float zero point must be zero: ignored
         self.node("Cast", [product], node.output[0], to=attrs.get("output_dtype") or self.types[scale])
 
 
-def _refuse_blocks(node: onnx.NodeProto, attrs: dict) -> None:
+def _refuse_unsupported(node: onnx.NodeProto, attrs: dict) -> None:
     if attrs.get("block_size", 0):
         raise UserError(f"{node.op_type} {node.name!r}: blocked quantization of narrow types is not supported; "
                         "export per-tensor or per-axis scales")
+    if attrs.get("precision", 0):
+        raise UserError(f"{node.op_type} {node.name!r}: the precision attribute is not supported for narrow "
+                        "types; export without it")
 
 
 def _bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
