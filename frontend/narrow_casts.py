@@ -80,13 +80,12 @@ def _encode_e8m0(saturate: bool, round_mode: str):
 
 def _encode_int(fmt: NarrowInt):
     mask = (1 << fmt.bits) - 1
-    carrier = "int8" if fmt.signed else "uint8"
 
     def wrap(value: tir.PrimExpr) -> tir.PrimExpr:  # an int64 -> its low bits, sign-extended
         low = value & tir.const(mask, "int64")
         if fmt.signed:
             low = low - ((low & tir.const(1 << (fmt.bits - 1), "int64")) << 1)
-        return tir.Cast(carrier, low)
+        return tir.Cast(fmt.carrier, low)
 
     def element(v: tir.PrimExpr, dtype: str) -> tir.PrimExpr:
         if not _is_float(dtype):

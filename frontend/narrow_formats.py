@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class NarrowFloat:
     overflow_code: int
     negative_zero: bool
     saturates_always: bool = False  # no infinity or NaN to overflow to (float4)
+    carrier = "uint8"  # the numpy dtype holding its bit patterns
 
     @property
     def sign_bit(self) -> int:
@@ -50,6 +51,11 @@ class NarrowInt:
     name: str
     bits: int
     signed: bool
+
+    @property
+    def carrier(self) -> str:
+        """The numpy dtype holding its values."""
+        return "int8" if self.signed else "uint8"
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -75,17 +81,13 @@ assert all(hasattr(ml_dtypes, name) for name in _BY_NAME)  # registers the names
 def carrier_elem_type(elem_type: int) -> int:
     """The ONNX element type a tensor of `elem_type` is compiled as (itself when it is not narrow)."""
     fmt = NARROW_TYPES.get(elem_type)
-    if fmt is None:
-        return elem_type
-    return TensorProto.INT8 if isinstance(fmt, NarrowInt) and fmt.signed else TensorProto.UINT8
+    return elem_type if fmt is None else helper.np_dtype_to_tensor_dtype(np.dtype(fmt.carrier))
 
 
 def carrier_dtype(dtype: str) -> str:
     """The numpy dtype name the compiled library takes for a tensor of `dtype`."""
     fmt = _BY_NAME.get(dtype)
-    if fmt is None:
-        return dtype
-    return "int8" if isinstance(fmt, NarrowInt) and fmt.signed else "uint8"
+    return dtype if fmt is None else fmt.carrier
 
 
 def to_carrier(array: np.ndarray) -> np.ndarray:
@@ -93,9 +95,7 @@ def to_carrier(array: np.ndarray) -> np.ndarray:
     fmt = _BY_NAME.get(array.dtype.name)
     if fmt is None:
         return array
-    if isinstance(fmt, NarrowInt):
-        return array.astype(carrier_dtype(fmt.name))
-    return array.view(np.uint8)
+    return array.astype(fmt.carrier) if isinstance(fmt, NarrowInt) else array.view(fmt.carrier)
 
 
 def from_carrier(array: np.ndarray, dtype: str) -> np.ndarray:

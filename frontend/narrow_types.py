@@ -76,13 +76,13 @@ class _Rewriter:
         elem_type = self.types.get(name)
         return elem_type if elem_type in NARROW_TYPES else None
 
+    def narrow_float(self, name: str) -> bool:
+        return isinstance(NARROW_TYPES.get(self.types.get(name)), NarrowFloat)
+
     # --- the rewrites ------------------------------------------------------------------------------------------
 
-    def cast(self, node: onnx.NodeProto, source: str, to: int) -> None:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        value = source
-        if isinstance(NARROW_TYPES.get(self.types.get(source)), NarrowFloat):
-            value = self.decode(source)
+    def cast(self, node: onnx.NodeProto, attrs: dict, source: str, to: int) -> None:
+        value = self.decode(source) if self.narrow_float(source) else source
         if to in NARROW_TYPES:
             extra = {"round_mode": attrs["round_mode"]} if "round_mode" in attrs else {}
             self.node("NarrowEncode", [value], node.output[0], DOMAIN, to=to, saturate=attrs.get("saturate", 1),
@@ -101,8 +101,7 @@ class _Rewriter:
         axis = axis % rank
         return self.node("Reshape", [param, self.constant(np.array([-1] + [1] * (rank - 1 - axis), np.int64))])
 
-    def quantize(self, node: onnx.NodeProto, to: int) -> None:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    def quantize(self, node: onnx.NodeProto, attrs: dict, to: int) -> None:
         _refuse_unsupported(node, attrs)
         fmt = NARROW_TYPES[to]
         if isinstance(fmt, NarrowInt):
@@ -110,8 +109,7 @@ class _Rewriter:
             if "output_dtype" in attrs:
                 attrs["output_dtype"] = carrier_elem_type(to)
             self.node("QuantizeLinear", list(node.input), quantized, **attrs)
-            carrier = np.int8 if fmt.signed else np.uint8
-            low, high = (self.constant(np.array(bound, carrier)) for bound in fmt.bounds)
+            low, high = (self.constant(np.array(bound, fmt.carrier)) for bound in fmt.bounds)
             self.node("Clip", [quantized, low, high], node.output[0])
             return
         x, scale = node.input[0], node.input[1]
@@ -123,8 +121,7 @@ class _Rewriter:
             value = self.node("Add", [value, self.node("Cast", [decoded], to=self.types.get(x, TensorProto.FLOAT))])
         self.node("NarrowEncode", [value], node.output[0], DOMAIN, to=to, saturate=attrs.get("saturate", 1))
 
-    def dequantize(self, node: onnx.NodeProto) -> None:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    def dequantize(self, node: onnx.NodeProto, attrs: dict) -> None:
         _refuse_unsupported(node, attrs)
         x, scale = node.input[0], node.input[1]
         scale32 = self.node("Cast", [self.per_axis(scale, x, attrs.get("axis", 1))], to=TensorProto.FLOAT)
@@ -182,13 +179,13 @@ def _lower_node(rewriter: _Rewriter, node: onnx.NodeProto) -> None:
     op = node.op_type if node.domain in ("", "ai.onnx") else None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if op == "Cast" and (rewriter.narrow(node.input[0]) or attrs["to"] in NARROW_TYPES):
-        return rewriter.cast(node, node.input[0], attrs["to"])
+        return rewriter.cast(node, attrs, node.input[0], attrs["to"])
     if op == "CastLike" and (rewriter.narrow(node.input[0]) or rewriter.narrow(node.input[1])):
-        return rewriter.cast(node, node.input[0], rewriter.types[node.input[1]])
+        return rewriter.cast(node, attrs, node.input[0], rewriter.types[node.input[1]])
     if op == "QuantizeLinear" and rewriter.narrow(node.output[0]):
-        return rewriter.quantize(node, rewriter.types[node.output[0]])
-    if op == "DequantizeLinear" and isinstance(NARROW_TYPES.get(rewriter.types.get(node.input[0])), NarrowFloat):
-        return rewriter.dequantize(node)
+        return rewriter.quantize(node, attrs, rewriter.types[node.output[0]])
+    if op == "DequantizeLinear" and rewriter.narrow_float(node.input[0]):
+        return rewriter.dequantize(node, attrs)
     if op == "Constant" and "value" in attrs and attrs["value"].data_type in NARROW_TYPES:
         lowered = onnx.NodeProto()
         lowered.CopyFrom(node)
