@@ -14,7 +14,7 @@ import math
 import tvm
 from tvm import relax, te, topi
 
-from .rewrite import use_counts
+from .rewrite import bindings, bound_call, replace_with_kernels, scalar_constant, use_counts
 
 ATTENTION = "attention"
 
@@ -44,25 +44,12 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, mask: te.T
     return te.compute((*lead, rows, out_depth), lambda *idx: weighted[idx] / row_sum[idx[:-1]], name=ATTENTION)
 
 
-def _scalar(expr: relax.Expr) -> float | None:
-    if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:
-        return float(expr.value.numpy().reshape(()))
-    return None
-
-
-def _op(expr, values, name: str) -> relax.Call | None:
-    value = values.get(expr) if isinstance(expr, relax.Var) else expr
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == name:
-        return value
-    return None
-
-
 def _scaled(expr, values) -> tuple[relax.Expr, float]:
     """`x * c` with a scalar constant c -> (x, c); anything else -> (expr, 1)."""
-    call = _op(expr, values, "relax.multiply")
+    call = bound_call(expr, values, "relax.multiply")
     if call is not None:
         for data, const in (call.args, call.args[::-1]):
-            c = _scalar(const)
+            c = scalar_constant(const)
             if c is not None:
                 return data, c
     return expr, 1.0
@@ -70,7 +57,7 @@ def _scaled(expr, values) -> tuple[relax.Expr, float]:
 
 def _transposed_last(expr, values) -> relax.Expr | None:
     """x if `expr` is `permute_dims(x)` swapping exactly the last two axes."""
-    call = _op(expr, values, "relax.permute_dims")
+    call = bound_call(expr, values, "relax.permute_dims")
     if call is None or call.attrs.axes is None:
         return None
     axes = [int(a) for a in call.attrs.axes]
@@ -84,8 +71,7 @@ def _transposed_last(expr, values) -> relax.Expr | None:
 class _AttentionFuser(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
         super().__init__(mod)
-        self.values = {b.var: b.value for block in func.body.blocks for b in block.bindings
-                       if isinstance(b, relax.VarBinding)}
+        self.values = bindings(func)
         self.uses = use_counts(func)
         self.matched = 0
 
@@ -104,17 +90,17 @@ class _AttentionFuser(relax.PyExprMutator):
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.matmul" or call.ty.dtype != "float32":
             return None
         probs, v = call.args
-        softmax = _op(probs, self.values, "relax.nn.softmax")
+        softmax = bound_call(probs, self.values, "relax.nn.softmax")
         if softmax is None or not self._single(probs):
             return None
         rank = len(softmax.ty.shape.values)
         if int(softmax.attrs.axis) not in (-1, rank - 1):
             return None
         logits, mask = softmax.args[0], None
-        added = _op(logits, self.values, "relax.add")
+        added = bound_call(logits, self.values, "relax.add")
         if added is not None and self._single(logits):
             logits, mask = added.args
-        scores = _op(logits, self.values, "relax.matmul")
+        scores = bound_call(logits, self.values, "relax.matmul")
         if scores is None or not self._single(logits):
             return None
         q, q_scale = _scaled(scores.args[0], self.values)
@@ -141,11 +127,4 @@ class FuseAttention:
     """Module pass: every scaled dot-product attention chain of float32 tensors becomes one kernel."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                fuser = _AttentionFuser(mod, func)
-                rewritten = fuser.visit_expr(func)
-                if fuser.matched:
-                    mod = fuser.builder_.get()  # with the attention kernels it added
-                    mod[gvar] = rewritten
-        return relax.transform.DeadCodeElimination()(mod)
+        return replace_with_kernels(mod, _AttentionFuser)

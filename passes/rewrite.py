@@ -1,5 +1,6 @@
 """Running a Relax expression mutator over every Relax function of a module (the body of edgetune's passes),
-and the use counts the rewrites check before folding an intermediate away."""
+and what the pattern rewrites look up: use counts (before folding an intermediate away), the operator call
+bound to a variable, scalar constants."""
 
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ def rewrite_relax_functions(mod: tvm.IRModule,
     return mod
 
 
+def replace_with_kernels(mod: tvm.IRModule,
+                         make_fuser: Callable[[tvm.IRModule, relax.Function], relax.PyExprMutator]) -> tvm.IRModule:
+    """Run a fuser (a mutator that replaces matched chains by new kernels or fused groups and counts them in
+    `matched`) over each Relax function but the fused groups themselves; the module keeps the functions it
+    added, and what the chains left unused goes."""
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
+            fuser = make_fuser(mod, func)
+            rewritten = fuser.visit_expr(func)
+            if fuser.matched:
+                mod = fuser.builder_.get()  # with the kernels it added
+                mod[gvar] = rewritten
+    return relax.transform.DeadCodeElimination()(mod)
+
+
 def use_counts(func: relax.Function) -> dict[relax.Var, int]:
     """How often each variable is referenced in `func`'s body (the return value included)."""
     counts: dict[relax.Var, int] = {}
@@ -29,3 +45,23 @@ def use_counts(func: relax.Function) -> dict[relax.Var, int]:
 
     relax.analysis.post_order_visit(func.body, visit)
     return counts
+
+
+def bound_call(expr: relax.Expr, values: dict[relax.Var, relax.Expr], name: str) -> relax.Call | None:
+    """The call of operator `name` that `expr` is (or that the variable `expr` is bound to in `values`)."""
+    value = values.get(expr) if isinstance(expr, relax.Var) else expr
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == name:
+        return value
+    return None
+
+
+def scalar_constant(expr: relax.Expr | None) -> float | None:
+    """A constant holding one element, as a Python float; None for anything else."""
+    if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:
+        return float(expr.value.numpy().reshape(()))
+    return None
+
+
+def bindings(func: relax.Function) -> dict[relax.Var, relax.Expr]:
+    """Each variable of `func` bound by a plain binding, with its value."""
+    return {b.var: b.value for block in func.body.blocks for b in block.bindings if isinstance(b, relax.VarBinding)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .rewrite import use_counts
+from .rewrite import bindings, use_counts
 
 # Ops that only reinterpret the shape of a contiguous tensor (row-major order unchanged).
 _RESHAPES = ("relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.flatten")
@@ -30,8 +30,7 @@ class _Collapser(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
         super().__init__(mod)
         self.uses = use_counts(func)
-        self.values = {b.var: b.value for block in func.body.blocks for b in block.bindings
-                       if isinstance(b, relax.VarBinding)}
+        self.values = bindings(func)
 
     def _inner(self, arg: relax.Expr, names: tuple[str, ...]) -> relax.Call | None:
         """The call bound to `arg` if it is one of `names` and `arg` has no other use."""

@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from ..fold_scale import per_channel
-from ..rewrite import use_counts
+from ..rewrite import scalar_constant, use_counts
 from .params import TensorQuant
 
 
@@ -50,12 +50,6 @@ class Unit:
 
     def describe(self) -> str:
         return f"{self.name} {'x'.join(map(str, self.weight.shape))}"
-
-
-def _const_scalar(expr: relax.Expr | None) -> float | None:
-    if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:
-        return float(expr.value.numpy().reshape(()))
-    return None
 
 
 def _producer_kind(call: relax.Expr, channel_block: int) -> str | None:
@@ -90,13 +84,13 @@ def _model_quantization(data: relax.Expr, values: dict[relax.Var, relax.Expr]
     dq = values.get(data) if isinstance(data, relax.Var) else None
     if not _is_op(dq, "relax.dequantize"):
         return None
-    scale, zero_point = _const_scalar(dq.args[1]), _const_scalar(dq.args[2])
+    scale, zero_point = scalar_constant(dq.args[1]), scalar_constant(dq.args[2])
     dtype = str(dq.args[0].ty.dtype)
     if scale is None or zero_point is None or scale <= 0 or dtype not in ("uint8", "int8"):
         return None
     quant = TensorQuant(scale, int(zero_point), dtype)
     q = values.get(dq.args[0]) if isinstance(dq.args[0], relax.Var) else None
-    if _is_op(q, "relax.quantize") and [_const_scalar(a) for a in q.args[1:3]] == [scale, zero_point]:
+    if _is_op(q, "relax.quantize") and [scalar_constant(a) for a in q.args[1:3]] == [scale, zero_point]:
         return q.args[0], quant, None
     return data, quant, dq.args[0]
 
@@ -142,8 +136,8 @@ def find_units(func: relax.Function, channel_block: int = 0) -> list[Unit]:
                 bias = vector
             elif op == "relax.nn.relu" and not others:
                 lo = max(lo, 0.0)
-            elif op in ("relax.maximum", "relax.minimum") and _const_scalar(other) is not None:
-                bound = _const_scalar(other)
+            elif op in ("relax.maximum", "relax.minimum") and scalar_constant(other) is not None:
+                bound = scalar_constant(other)
                 lo, hi = (max(lo, bound), hi) if op == "relax.maximum" else (lo, min(hi, bound))
             else:
                 break
