@@ -17,6 +17,16 @@ from tvm import relax
 from .rewrite import rewrite_relax_functions
 
 
+def channel_block_for(channels: int, block: int) -> int | None:
+    """The block a tensor of `channels` channels is carried in: the target's `block`, else half of it (one
+    narrower vector: Inception's 24-channel branches stay blocked instead of falling back to NCHW with
+    layout transforms around them), else None (NCHW). Producer and consumer of a tensor choose alike."""
+    for candidate in (block, block // 2):
+        if candidate >= 4 and channels % candidate == 0:
+            return candidate
+    return None
+
+
 def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]:
     """Desired layouts for one call: blocked for a dense (ungrouped) NCHW conv2d whose channels divide.
 
@@ -29,20 +39,26 @@ def blocked_conv2d_layouts(call: relax.Call, block: int) -> dict[str, list[str]]
     if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return keep
     out_channels, in_channels = (int(d) for d in call.args[1].ty.shape.values[:2])
-    if out_channels % block:
+    out_block, in_block = channel_block_for(out_channels, block), channel_block_for(in_channels, block)
+    if out_block is None:
         return keep
-    if in_channels % block == 0:
-        return {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
-    if in_channels < block:  # a stem (RGB input): all input channels in one block, the output blocked
-        return {"relax.nn.conv2d": [f"NCHW{in_channels}c", f"OIHW{in_channels}i{block}o", f"NCHW{block}c"]}
+    if in_block is not None:
+        return {"relax.nn.conv2d": [f"NCHW{in_block}c", f"OIHW{in_block}i{out_block}o", f"NCHW{out_block}c"]}
+    if in_channels < block:  # a stem (RGB input): reads NCHW as one block of all its channels (in its own
+        # kernel, `passes.legalize`), writes the blocked layout
+        return {"relax.nn.conv2d": ["NCHW", f"OIHW{in_channels}i{out_block}o", f"NCHW{out_block}c"]}
     return keep
 
 
 def BlockedLayout(block: int) -> tvm.transform.Pass:  # noqa: N802 (a pass constructor, as in relax.transform)
-    """Convert eligible conv2d (and what follows them) to NCHW`block`c."""
+    """Convert eligible conv2d (and what follows them) to NCHW`block`c.
+
+    ConvertLayout writes one transform per consumer: a tensor read blocked by three convs was transformed
+    three times (Inception's module inputs); common subexpressions are merged after it."""
     return tvm.transform.Sequential([
         NonNegativeSqueezeAxes(),
         relax.transform.ConvertLayout({}, lambda call: blocked_conv2d_layouts(call, block)),
+        relax.transform.EliminateCommonSubexpr(),
     ], name="BlockedLayout")
 
 

@@ -89,22 +89,41 @@ def conv2d_nchwc_int8(data: te.Tensor, packed: te.Tensor, strides, padding, dila
     )
 
 
+def _as_one_block(data: te.Tensor) -> te.Tensor:
+    """NCHW -> NCHW[C]c (all channels in one block) as a stage of the conv's own kernel: a stem reads the
+    model's input in place instead of a separate layout-transform kernel writing a blocked copy first."""
+    batch, channels, height, width = data.shape
+    return te.compute((batch, 1, height, width, channels), lambda n, _, y, x, c: data[n, c, y, x],
+                      name="data_blocked")
+
+
+def _data_block(data_layout: str, in_channels: int) -> int | None:
+    """The input channel block a conv2d reads: NCHW[x]c's x, or all channels for a plain NCHW stem."""
+    match = _BLOCKED_DATA.match(data_layout)
+    if match:
+        return int(match.group(1))
+    return in_channels if data_layout == "NCHW" else None
+
+
 def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     attrs = call.attrs
-    data_match = _BLOCKED_DATA.match(attrs.data_layout)
+    data, kernel = call.args
+    in_block = _data_block(attrs.data_layout, int(data.ty.shape[1]))
     kernel_match = _BLOCKED_KERNEL.match(attrs.kernel_layout)
     out_match = _BLOCKED_DATA.match(attrs.out_layout)
-    if not (data_match and kernel_match and out_match and attrs.groups == 1
-            and data_match.group(1) == kernel_match.group(1) and out_match.group(1) == kernel_match.group(2)):
+    if not (in_block and kernel_match and out_match and attrs.groups == 1
+            and in_block == int(kernel_match.group(1)) and out_match.group(1) == kernel_match.group(2)):
         return _stock_conv2d(bb, call)
-    out_dtype = attrs.out_dtype or call.args[0].ty.dtype
-    data, kernel = call.args
-    if data.ty.dtype in ("uint8", "int8") and out_dtype == "int32" and int(data_match.group(1)) % DOT_GROUP == 0:
+    out_dtype = attrs.out_dtype or data.ty.dtype
+    stem = attrs.data_layout == "NCHW"
+    if data.ty.dtype in ("uint8", "int8") and out_dtype == "int32" and in_block % DOT_GROUP == 0:
         packed = bb.emit_te(pack_int8_kernel, kernel, primfunc_name_hint="pack_int8_kernel")  # constant-folded
-        return bb.call_te(conv2d_nchwc_int8, data, packed, attrs.strides, attrs.padding, attrs.dilation,
-                          primfunc_name_hint="conv2d_nchwc_int8")
-    return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
-                      out_dtype, primfunc_name_hint="conv2d_nchwc")
+        return bb.call_te(lambda d, k: conv2d_nchwc_int8(_as_one_block(d) if stem else d, k, attrs.strides,
+                                                         attrs.padding, attrs.dilation),
+                          data, packed, primfunc_name_hint="conv2d_nchwc_int8")
+    return bb.call_te(lambda d, k: conv2d_nchwc(_as_one_block(d) if stem else d, k, attrs.strides, attrs.padding,
+                                                attrs.dilation, out_dtype),
+                      data, kernel, primfunc_name_hint="conv2d_nchwc")
 
 
 def legalize_map() -> dict[str, object]:

@@ -22,6 +22,9 @@ from .transposes import CollapseDataMovement
 from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
+from .lrn import FuseLocalResponseNorm
+from .prologue import MergeConvPrologues
+from .softmax import FuseDenseSoftmax
 from .legalize import legalize_map
 from .quantize import QuantPlan, RealizeQuantization
 
@@ -73,6 +76,11 @@ def _blocked(config: PassConfig) -> bool:
     return config.edgetune_passes and config.channel_block > 1
 
 
+def _cpu_schedules(config: PassConfig) -> bool:
+    """Kernels only edgetune's CPU rules schedule well (CPU targets are the ones with a channel block)."""
+    return _blocked(config)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -102,10 +110,14 @@ STAGES: tuple[Stage, ...] = (
           "transpose-of-transpose and reshape-of-reshape chains as one op; identities dropped", _own),
     Stage("FuseAttention", lambda c: FuseAttention(), 2,
           "matmul-scale-softmax-matmul attention chains as one kernel that keeps scores per query row", _own),
+    Stage("FuseDenseSoftmax", lambda c: FuseDenseSoftmax(), 2,
+          "a classifier's last dense layer and its softmax as one kernel", _cpu_schedules),
     Stage("FullRankConstants", lambda c: FullRankConstants(), 2,
           "constant operands at full rank, so elementwise ops can follow a blocked layout", _blocked),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
+    Stage("FuseLocalResponseNorm", lambda c: FuseLocalResponseNorm(), 2,
+          "LRN's square / channel-window pool / power chain as one kernel in its input's layout", _own),
     Stage("FoldConstant.prepack", lambda c: _fold_constants(), 2,
           "prepack weights into the blocked layout at compile time", _blocked),
     Stage("ToMixedPrecision", lambda c: relax.transform.ToMixedPrecision(out_dtype="float32"), 0,
@@ -116,6 +128,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("FoldConstant.post-legalize", lambda c: relax.transform.FoldConstant(), 1,
           "fold what legalization exposed"),
     Stage("FuseOps", lambda c: relax.transform.FuseOps(), 2, "group producer + elementwise consumers"),
+    Stage("MergeConvPrologues", lambda c: MergeConvPrologues(), 2,
+          "injective groups feeding only a conv's input (DenseNet's BatchNorm + ReLU) join the conv's group",
+          _cpu_schedules),
     Stage("FuseTIR", lambda c: relax.transform.FuseTIR(), 2, "merge each group into one kernel"),
     Stage("DeadCodeElimination", lambda c: relax.transform.DeadCodeElimination(), 1, "drop unused functions"),
 )

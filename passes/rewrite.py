@@ -55,6 +55,14 @@ def bound_call(expr: relax.Expr, values: dict[relax.Var, relax.Expr], name: str)
     return None
 
 
+def sole_use_call(values: dict[relax.Var, relax.Expr], uses: dict[relax.Var, int], expr: relax.Expr,
+                  name: str) -> relax.Call | None:
+    """`bound_call`, when nothing but the chain being matched uses the result (it may be folded away)."""
+    if isinstance(expr, relax.Var) and uses.get(expr, 0) != 1:
+        return None
+    return bound_call(expr, values, name)
+
+
 def scalar_constant(expr: relax.Expr | None) -> float | None:
     """A constant holding one element, as a Python float; None for anything else."""
     if isinstance(expr, tvm.ir.GenericConst) and expr.value.numpy().size == 1:

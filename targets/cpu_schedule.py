@@ -102,17 +102,29 @@ class _CPURule(dlight.ScheduleRule):
         if lead:
             self.parallel(sch, lead)
 
-    def schedule_padding(self, sch: s_tir.Schedule, producers: list[SBlockInfo]) -> None:
+    def schedule_prologue(self, sch: s_tir.Schedule, producers: list[SBlockInfo]) -> None:
+        """The stages before a conv's reduction (its padding, a prologue `passes.prologue` merged in): each
+        chain collapses into its last stage, computed once, rows in parallel, into the buffer the reduction
+        reads; a plain copy (an unpadded input) is read in place instead."""
+        names = {sch.get(info.block_rv).name_hint for info in producers}
         for info in producers:
-            if "if_then_else" in str(sch.get(info.block_rv).body):  # padding: once, rows in parallel
-                *rows, inner = sch.get_loops(info.block_rv)
+            block = info.block_rv
+            feeds_reduction = not any(sch.get(c).name_hint in names for c in sch.get_consumers(block))
+            if not feeds_reduction or _is_copy(sch.get(block)):
+                sch.compute_inline(block)
+                continue
+            *rows, inner = sch.get_loops(block)
+            if rows:
                 self.parallel(sch, rows)
-                sch.vectorize(inner)
-            else:  # a plain copy (1x1 kernels, no padding): read the input directly
-                sch.compute_inline(info.block_rv)
+            sch.vectorize(inner)
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         raise NotImplementedError
+
+
+def _is_copy(block: tirx.SBlock) -> bool:
+    """The block only copies one element of another buffer (a reindexing or an identity pad)."""
+    return isinstance(block.body, tirx.BufferStore) and isinstance(block.body.value, tvm.ir.expr.TensorLoad)
 
 
 def _spatial_then_reduction(info: SBlockInfo) -> int:
@@ -186,8 +198,8 @@ class Conv2dNCHW(_CPURule):
         sch.reorder(*batch, oc_o, oh, ow_o, *reduction, oc_i, ow_i)
         self.parallel(sch, [*batch, oc_o, oh])
         sch.unroll(oc_i)
+        self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [ow_i])
-        self.schedule_padding(sch, producers)
         return sch
 
 
@@ -237,14 +249,14 @@ class Conv2dNCHWc(_BlockedConv):
         if found is None:
             return None
         block, producers, consumers, outer, ow, oc_block, reduction = found
-        if _extent(sch, oc_block) != self.lanes:
+        if _extent(sch, oc_block) not in (self.lanes, self.lanes // 2):  # half: `passes.layout.channel_block_for`
             return None
         ow_o, ow_i = self._split_ow(sch, ow)
         sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block)
         self.parallel(sch, outer)
         sch.unroll(ow_i)
+        self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block])
-        self.schedule_padding(sch, producers)
         return sch
 
 
@@ -280,9 +292,9 @@ class Conv2dNCHWcInt8(_BlockedConv):
         use_dot = intrinsic is not None and _extent(sch, oc_block) == intrinsic.lanes
         if not use_dot:
             sch.unroll(dot)
+        self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [] if use_dot else [oc_block],
                            (oc_block, intrinsic.name) if use_dot else None)
-        self.schedule_padding(sch, producers)
         return sch
 
 
@@ -325,6 +337,26 @@ class Attention(_CPURule):
         return sch
 
 
+class LocalResponseNorm(_CPURule):
+    """The LRN kernel of `passes.lrn` in NCHW[x]c: pixels in parallel; per pixel its zero-padded squares along
+    the channels, then each channel block of outputs from `size` contiguous vector loads of them."""
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        names = {sch.get(info.block_rv).name_hint: info.block_rv for info in infos}
+        if set(names) != {"lrn_squares", "local_response_norm"}:
+            return None
+        out = names["local_response_norm"]
+        loops = sch.get_loops(out)
+        if len(sch.get(out).writes[0].source.shape) != 5 or len(loops) < 4:
+            return None  # NCHW (no CPU target keeps it): the generic rule
+        *batch, chunk, row, column, lane = loops
+        sch.reorder(*batch, row, column, chunk, lane)
+        self.parallel(sch, [*batch, row])
+        sch.vectorize(lane)
+        sch.compute_at(names["lrn_squares"], column)
+        return sch
+
+
 class Matmul(_CPURule):
     """matmul / dense (`C[i, j] += A[i, k] * B[k, j]` or `B[j, k]`) with a fused epilogue.
 
@@ -338,14 +370,18 @@ class Matmul(_CPURule):
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         reductions = [b for b in infos if not b.is_injective()]
-        if len(reductions) != 1 or sch.get(reductions[0].block_rv).name_hint not in ("matmul", "T_matmul_NT",
-                                                                                      "T_batch_matmul_NT"):
+        if not reductions or sch.get(reductions[0].block_rv).name_hint not in ("matmul", "T_matmul_NT",
+                                                                               "T_batch_matmul_NT"):
             return None
         info = reductions[0]
         n_spatial = _spatial_then_reduction(info)
         if n_spatial < 1:
             return None
-        consumers = infos[infos.index(info) + 1:]
+        # after the elementwise epilogue, a softmax over the rows (`passes.softmax`): its own loop nests
+        tail = infos.index(reductions[1]) if len(reductions) > 1 else len(infos)
+        consumers, tail_blocks = infos[infos.index(info) + 1:tail], infos[tail:]
+        if tail_blocks and sch.get(tail_blocks[0].block_rv).name_hint != "T_softmax_maxelem":
+            return None
         for producer in infos[: infos.index(info)]:
             sch.compute_inline(producer.block_rv)
         block = info.block_rv
@@ -368,6 +404,10 @@ class Matmul(_CPURule):
             sch.unroll(loop)
         _tile_in_registers(sch, block, outer[-1] if len(outer) == 1 else sch.get_loops(block)[0], consumers,
                            reduction[0], [j_i])
+        for stage in tail_blocks:  # a few passes over each row: vectorised, on one thread
+            *_, inner = sch.get_loops(stage.block_rv)
+            if stage.is_injective() and (_extent(sch, inner) or 0) >= self.lanes:
+                sch.vectorize(sch.split(inner, [None, self.lanes])[1])
         return sch
 
 
@@ -451,7 +491,8 @@ class ParallelVectorize(_CPURule):
 def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
-    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes), Attention(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
+    return [Conv2dNCHWc(lanes), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes), Attention(lanes),
+            LocalResponseNorm(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
             ParallelVectorize(lanes)]
 
 

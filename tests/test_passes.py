@@ -127,12 +127,135 @@ def _layout_transform_inputs(mod: tvm.IRModule) -> list:
     return found
 
 
-@pytest.mark.parametrize("channels", [BLOCK + 4, 3])
+@pytest.mark.parametrize("channels", [BLOCK + 2, 3])  # neither a whole nor a half block
 def test_convs_that_cannot_be_blocked_stay_nchw(channels):
     model = _blocked_net(channels)
     compiled = edgetune.compile(model)
     assert compiled.validation.passed, compiled.validation.summary()
     assert "Conv2dNCHWc" not in compiled.metadata["schedules"]["kernels"].values()
+
+
+def _model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 17):
+    graph = helper.make_graph(
+        nodes, "net", [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in outputs.items()],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _kernel_names(compiled) -> list[str]:
+    return [k.name for k in compiled.profile(repeat=2).kernels if k.kind == "kernel"]
+
+
+def test_stem_conv_reads_the_nchw_input_in_its_own_kernel():
+    """A 3-channel stem: no layout-transform kernel before it (its kernel reads NCHW), one after the model."""
+    inits = {"w1": RNG.normal(0, 0.2, (2 * BLOCK, 3, 7, 7)), "w2": RNG.normal(0, 0.1, (BLOCK, 2 * BLOCK, 1, 1))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[3, 3, 3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"])]
+    compiled = edgetune.compile(_model(nodes, {"x": [1, 3, 23, 23]}, {"y": [1, BLOCK, 12, 12]}, inits))
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = _kernel_names(compiled)
+    assert len(kernels) == 3 and "conv2d_nchwc" in kernels[0] and "layout_transform" in kernels[-1], kernels
+    assert set(compiled.metadata["schedules"]["by_rule"]) == {"Conv2dNCHWc", "ParallelVectorize"}
+
+
+def test_half_blocks_keep_narrow_branches_blocked():
+    """Inception's 24-channel branches (not a whole block): carried in half blocks, so the branch and the
+    concat after it need no layout transforms (they used to fall back to NCHW, with transforms around)."""
+    half = BLOCK // 2
+    inits = {"w1": RNG.normal(0, 0.2, (3 * half, 2 * BLOCK, 1, 1)), "w2": RNG.normal(0, 0.1, (BLOCK, 3 * half, 3, 3)),
+             "w3": RNG.normal(0, 0.2, (BLOCK, 2 * BLOCK, 1, 1))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["narrow"]),
+             helper.make_node("Relu", ["narrow"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w3"], ["c3"]),
+             helper.make_node("Concat", ["c2", "c3"], ["y"], axis=1)]
+    model = _model(nodes, {"x": [1, 2 * BLOCK, 9, 9]}, {"y": [1, 2 * BLOCK, 9, 9]}, inits)
+    blocked = run_passes(import_model(load_model(model)).mod, PassConfig(channel_block=BLOCK),
+                         stop_after="FoldConstant.prepack").mod
+    data_transforms = [c for c in _layout_transform_inputs(blocked) if not isinstance(c, tvm.ir.GenericConst)]
+    assert len(data_transforms) == 2, blocked["main"]  # the model's input and output only
+    assert f"NCHW{half}c" in str(blocked["main"])
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    assert list(compiled.metadata["schedules"]["kernels"].values()).count("Conv2dNCHWc") == 3
+
+
+@pytest.mark.parametrize("size", [5, 3])
+def test_local_response_norm_is_one_kernel_in_the_blocked_layout(size):
+    inits = {"w": RNG.normal(0, 0.3, (2 * BLOCK, BLOCK, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("LRN", ["r"], ["y"], size=size, alpha=0.02, beta=0.75, bias=1.5)]
+    model = _model(nodes, {"x": [1, BLOCK, 8, 8]}, {"y": [1, 2 * BLOCK, 8, 8]}, inits)
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = _kernel_names(compiled)
+    assert sum("local_response_norm" in k for k in kernels) == 1 and "avg_pool3d" not in str(kernels), kernels
+    assert len(kernels) == 3, kernels  # conv (the input's layout transform its prologue), LRN, output transform
+    assert compiled.metadata["schedules"]["kernels"]["local_response_norm"] == "LocalResponseNorm"
+    # without the blocked layout (CUDA) the same chain is one kernel in NCHW
+    nchw = run_passes(import_model(load_model(model)).mod, PassConfig(channel_block=0), stop_after="LegalizeOps").mod
+    names = [gvar.name_hint for gvar, _ in nchw.functions_items()]
+    assert op_counts(nchw)["relax.call_tir"] == 3 and "local_response_norm" in names, names  # conv, ReLU, LRN
+
+
+@pytest.mark.parametrize("kernel", [1, 3])  # 3x3: the prologue collapses into the padding stage
+def test_pre_activation_prologue_joins_the_conv_kernel(kernel):
+    """DenseNet's layer: concat -> BatchNorm -> ReLU -> conv. The BatchNorm + ReLU cannot fold into a weight
+    and used to be a kernel of its own; it is now computed at the start of the conv's kernel."""
+    c = BLOCK
+    inits = {"g": RNG.uniform(0.5, 1.5, 2 * c), "beta": RNG.normal(0, 0.1, 2 * c), "mean": RNG.normal(0, 0.1, 2 * c),
+             "var": RNG.uniform(0.5, 1.5, 2 * c), "w0": RNG.normal(0, 0.2, (c, c, 1, 1)),
+             "w": RNG.normal(0, 0.2, (c, 2 * c, kernel, kernel))}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"]),
+             helper.make_node("Concat", ["x", "c0"], ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "g", "beta", "mean", "var"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             helper.make_node("Conv", ["r", "w"], ["c1"], pads=[kernel // 2] * 4),
+             helper.make_node("Concat", ["cat", "c1"], ["y"], axis=1)]
+    model = _model(nodes, {"x": [1, c, 10, 10]}, {"y": [1, 3 * c, 10, 10]}, inits)
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = _kernel_names(compiled)
+    merged = [k for k in kernels if "relu" in k and "conv2d_nchwc" in k]
+    assert len(merged) == 1 and not any("relu" in k for k in kernels if k not in merged), kernels
+    assert compiled.metadata["schedules"]["kernels"][merged[0]] == "Conv2dNCHWc"
+
+
+def test_prologues_stay_out_of_residuals_and_shared_inputs():
+    """Only an injective group whose one use is a conv's data input merges: a ReLU also read by a second
+    conv, or feeding the residual add of the conv's epilogue, keeps its own kernel."""
+    c = BLOCK
+    inits = {"w1": RNG.normal(0, 0.2, (c, c, 3, 3)), "w2": RNG.normal(0, 0.2, (c, c, 1, 1)),
+             "w3": RNG.normal(0, 0.2, (c, c, 1, 1))}
+    nodes = [helper.make_node("Relu", ["x"], ["shared"]),
+             helper.make_node("Conv", ["shared", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["shared", "w2"], ["b"]),
+             helper.make_node("Sigmoid", ["x"], ["skip"]),
+             helper.make_node("Conv", ["a", "w3"], ["c3"]),
+             helper.make_node("Add", ["c3", "skip"], ["s"]),
+             helper.make_node("Add", ["s", "b"], ["y"])]
+    model = _model(nodes, {"x": [1, c, 8, 8]}, {"y": [1, c, 8, 8]}, inits)
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    kernels = _kernel_names(compiled)
+    assert "relu" in kernels and "tir_sigmoid" in kernels, kernels  # each still a kernel of its own
+
+
+@pytest.mark.parametrize("rows, bias", [(1, True), (3, False)])
+def test_classifier_dense_and_softmax_are_one_kernel(rows, bias):
+    inits = {"w": RNG.normal(0, 0.3, (64, 100)), "b": RNG.normal(0, 0.1, 100)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"] if bias else ["x", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["y"], axis=-1)]
+    compiled = edgetune.compile(_model(nodes, {"x": [rows, 64]}, {"y": [rows, 100]}, inits if bias else
+                                       {"w": inits["w"]}))
+    assert compiled.validation.passed, compiled.validation.summary()
+    assert _kernel_names(compiled) == ["dense_softmax"]
+    assert compiled.metadata["schedules"]["kernels"]["dense_softmax"] == "Matmul"
 
 
 def _conv_then(act: str):
@@ -160,7 +283,7 @@ def test_activation_epilogues_fuse_into_the_blocked_conv(act):
     compiled = edgetune.compile(_conv_then(act))
     assert compiled.validation.passed, compiled.validation.summary()
     kernels = [k.name for k in compiled.profile(repeat=2).kernels if k.kind == "kernel"]
-    compute = [name for name in kernels if "layout_transform" not in name]  # the boundary transforms
+    compute = [name for name in kernels if not name.startswith("te_layout_transform")]  # the output transform
     assert len(compute) == 1 and "conv2d_nchwc" in compute[0], kernels
 
 
