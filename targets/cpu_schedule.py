@@ -147,13 +147,15 @@ def _tile_in_registers(sch: s_tir.Schedule, block, tile_loop, consumers: list[SB
                        vector_loops: list, tensorize: tuple | None = None) -> None:
     """Accumulate the loops under `tile_loop` in a local (register) tile, run the fused epilogue on the tile
     as soon as its reduction ends, and vectorise the tile's innermost loops (or map the update's
-    `tensorize = (loop, intrinsic)` onto a tensor intrinsic)."""
+    `tensorize = (loop, intrinsic)` onto a tensor intrinsic). `tile_loop` None: the block is already where
+    its tile is written back (computed at that loop)."""
     for info in consumers[:-1]:
         sch.compute_inline(info.block_rv)
     accum = sch.cache_write(block, 0, "local")
     if consumers:
         sch.reverse_compute_inline(consumers[-1].block_rv)
-    sch.reverse_compute_at(accum, tile_loop)
+    if tile_loop is not None:
+        sch.reverse_compute_at(accum, tile_loop)
     sch.vectorize(sch.get_loops(accum)[-1])
     for loop in vector_loops:  # before decompose_reduction: the update block alone is no reduction block
         sch.vectorize(loop)
@@ -299,14 +301,19 @@ class Conv2dNCHWcInt8(_BlockedConv):
 
 
 class Attention(_CPURule):
-    """The attention kernel of `passes.attention`: one query row at a time, rows in parallel.
+    """The attention kernel of `passes.attention`: a few query rows at a time, row blocks in parallel.
 
-    K is transposed once (rows of the transpose in parallel, vectorised); then per query row, in a row-sized
-    buffer, the scores (vectorised over keys: each step one broadcast query element times a contiguous row
-    of K transposed), their max, exp and sum, and the output row (vectorised over the value depth) are
-    computed one after the other: the score matrix is never written whole."""
+    K is transposed once (rows of the transpose in parallel, vectorised); then per block of `tile_rows` query
+    rows, in row-block-sized buffers, the scores (a register tile of rows x keys: each step one contiguous
+    row of K transposed, loaded once for all the block's rows, times one broadcast query element per row),
+    their max and sum (vector-lane partials, then across the lanes), exp (TVM's vectorising fast_exp) and the
+    output rows (a register tile of rows x value depth over the keys) are computed one after the other: the
+    score matrix is never written whole, and each K and V row loaded serves `tile_rows` query rows.
+    Measured on the BERT-style encoder (1 thread, per layer): one row at a time with scalar max/sum and
+    libm's exp, 0.075 ms; TVM's unfused matmul -> softmax -> matmul 0.055 ms; this schedule 0.030 ms."""
 
     _ROW_STAGES = ("attention_weighted", "attention_sum", "attention_exp", "attention_max", "attention_scores")
+    tile_rows = 4
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         names = {sch.get(info.block_rv).name_hint: info.block_rv for info in infos}
@@ -315,26 +322,56 @@ class Attention(_CPURule):
         for name, block in names.items():  # the scale (and mask add) are recomputed where they are read
             if name.startswith("T_"):
                 sch.compute_inline(block)
+        partials = {stage: self._lane_partials(sch, names[stage]) for stage in ("attention_max", "attention_sum")}
         out = names["attention"]
-        *rows, depth = sch.get_loops(out)
-        row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-        self.parallel(sch, [row])
+        *lead, rows, depth = sch.get_loops(out)
+        rows_ext = _extent(sch, rows)
+        if rows_ext is None:
+            return None
+        tile = _largest_divisor(rows_ext, self.tile_rows)
+        row_block, row = sch.split(rows, [None, tile])
+        block_loop = sch.fuse(*lead, row_block) if lead else row_block
+        self.parallel(sch, [block_loop])
         sch.vectorize(depth)
-        for stage in self._ROW_STAGES:
-            sch.compute_at(names[stage], row)
-        for stage in ("attention_scores", "attention_weighted"):  # reduction outside, contiguous lanes inside
+        for stage in self._ROW_STAGES:  # consumers first; a reduction's lane partials right before it
+            sch.compute_at(names[stage], block_loop)
+            if partials.get(stage) is not None:
+                sch.compute_at(partials[stage], block_loop)
+        for stage in ("attention_scores", "attention_weighted"):  # rows x lanes accumulated in registers
             block = names[stage]
-            spatial, reduction = sch.get_loops(block)[-2:]
-            sch.reorder(reduction, spatial)
-            sch.vectorize(spatial)
-            sch.decompose_reduction(block, reduction)
+            if tile > 1:
+                tile_row, lanes, reduction = sch.get_loops(block)[-3:]
+                sch.reorder(reduction, tile_row, lanes)
+                sch.unroll(tile_row)
+            else:  # one row at a time (no loop over the tile's rows)
+                lanes, reduction = sch.get_loops(block)[-2:]
+                sch.reorder(reduction, lanes)
+            _tile_in_registers(sch, block, None, [], reduction, [lanes])
         sch.vectorize(sch.get_loops(names["attention_exp"])[-1])
+        for partial in filter(None, partials.values()):  # rfactor put the lane loop first: (lane, [row,] keys)
+            lane, *row, keys = sch.get_loops(partial)[-3 if tile > 1 else -2:]
+            sch.reorder(*row, keys, lane)
+            sch.vectorize(lane)
+            sch.decompose_reduction(partial, keys)
         k_t = names.get("attention_k_t")
         if k_t is not None:
             *outer, inner = sch.get_loops(k_t)
             self.parallel(sch, outer)
             sch.vectorize(inner)
         return sch
+
+
+    def _lane_partials(self, sch: s_tir.Schedule, block):
+        """A reduction over a row of keys split into `lanes` partial results (one vector), reduced across the
+        vector at the end: the scalar loop over the row was a third of the kernel. Returns the partials'
+        block (None when the row is not a multiple of the vector)."""
+        keys = sch.get_loops(block)[-1]
+        extent = _extent(sch, keys)
+        if extent is None or extent % self.lanes or extent == self.lanes:
+            return None
+        _, lane = sch.split(keys, [None, self.lanes])
+        return sch.rfactor(lane, factor_axis=len(sch.get(block).writes[0].region))
+
 
 
 class LocalResponseNorm(_CPURule):

@@ -359,9 +359,9 @@ def test_full_rank_constants_keep_broadcasting_and_scalars():
 class _Attention(torch.nn.Module):
     """Scaled dot-product attention as exporters write it: q*a @ (k^T*b) [+ mask] -> softmax -> @ v."""
 
-    def __init__(self, masked: bool):
+    def __init__(self, masked: bool, queries: int, keys: int):
         super().__init__()
-        self.mask = torch.triu(torch.full((16, 16), -1e4), diagonal=1) if masked else None
+        self.mask = torch.triu(torch.full((queries, keys), -1e4), diagonal=1) if masked else None
 
     def forward(self, q, k, v):
         scores = (q * 0.5) @ (k.transpose(-2, -1) * 0.25)
@@ -370,11 +370,13 @@ class _Attention(torch.nn.Module):
         return torch.softmax(scores, dim=-1) @ v
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_attention_chain_becomes_one_kernel_and_matches_onnxruntime(masked):
+# 24 x 48: row blocks of 4 and the max/sum over keys in vector lanes; 13 x 13: neither divides
+@pytest.mark.parametrize("masked, queries, keys", [(False, 16, 16), (True, 16, 16), (True, 24, 48), (False, 13, 13)])
+def test_attention_chain_becomes_one_kernel_and_matches_onnxruntime(masked, queries, keys):
     torch.manual_seed(0)
-    inputs = tuple(torch.randn(1, 2, 16, 8) for _ in range(3))
-    compiled = edgetune.compile(_Attention(masked), "host", example_inputs=inputs, input_names=["q", "k", "v"])
+    inputs = (torch.randn(1, 2, queries, 8), torch.randn(1, 2, keys, 8), torch.randn(1, 2, keys, 8))
+    compiled = edgetune.compile(_Attention(masked, queries, keys), "host", example_inputs=inputs,
+                                input_names=["q", "k", "v"])
     assert compiled.validation.passed, compiled.validation.summary()
     kernels = compiled.metadata["schedules"]["kernels"]
     assert kernels.get("attention") == "Attention"
