@@ -91,11 +91,17 @@ class TuneResult:
     stopped_by: str = "budget"
     seconds: float = 0.0
     curve: list[CurvePoint] = field(default_factory=list)
+    # the same estimate from searched candidates only (no default schedule): how fast the search itself
+    # improves, which the curve above hides while the defaults are still the better schedules
+    search_curve: list[CurvePoint] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        def points(curve: list[CurvePoint]) -> list:
+            return [[round(p.seconds, 2), p.trials, round(p.estimated_ms, 5)] for p in curve]
+
         return {"database": self.database, "measured_now": self.measured_now, "stopped_by": self.stopped_by,
                 "seconds": round(self.seconds, 1), "tasks": [t.to_dict() for t in self.tasks],
-                "curve": [[round(p.seconds, 2), p.trials, round(p.estimated_ms, 5)] for p in self.curve]}
+                "curve": points(self.curve), "search_curve": points(self.search_curve)}
 
 
 def _round(value: float | None) -> float | None:
@@ -170,10 +176,12 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.budget_spent = False
         self.weights = weights
         self.current = starting  # per task: seconds of the schedule the model would use now
-        self.curve = [CurvePoint(time.monotonic() - started, 0, self._estimate_ms())] if None not in starting else []
+        self.curve = [CurvePoint(time.monotonic() - started, 0, self._estimate_ms(self.current))] \
+            if None not in starting else []
+        self.search_curve: list[CurvePoint] = []
 
-    def _estimate_ms(self) -> float:
-        return 1e3 * sum(w * s for w, s in zip(self.weights, self.current) if s is not None)
+    def _estimate_ms(self, seconds: list[float | None]) -> float:
+        return 1e3 * sum(w * s for w, s in zip(self.weights, seconds) if s is not None)
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         self.done += len(runner_results)
@@ -185,7 +193,10 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             self.current[task_id] = self.best[task_id] if current is None else min(current, self.best[task_id])
         elapsed = time.monotonic() - self.started
         if None not in self.current:
-            self.curve.append(CurvePoint(elapsed, self.done, self._estimate_ms()))
+            self.curve.append(CurvePoint(elapsed, self.done, self._estimate_ms(self.current)))
+        if len(self.best) == len(self.weights):
+            searched = [self.best[task] for task in range(len(self.weights))]
+            self.search_curve.append(CurvePoint(elapsed, self.done, self._estimate_ms(searched)))
         left = []
         if self.planned:
             left.append(f"{self.done}/{self.planned} trials")
@@ -307,7 +318,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
     done = sum(len(db.records(t.dispatched[0])) for t in tasks)
     remaining = config.trials - done if config.trials else 1 << 30
     deadline = started + config.time_budget_s if config.time_budget_s is not None else None
-    measured_now, stopped_by, curve = 0, "budget", []
+    measured_now, stopped_by, curve, search_curve = 0, "budget", [], []
     if remaining <= 0:
         say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
             "nothing to measure")
@@ -333,8 +344,8 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
                 raise
             stopped_by = "time budget"
         measured_now = progress.done
-        curve = progress.curve
-    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve)
+        curve, search_curve = progress.curve, progress.search_curve
+    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve, search_curve=search_curve)
     result.tasks = [summarise(t, db) for t in tasks]
     result.seconds = time.monotonic() - started
     return result

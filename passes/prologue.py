@@ -3,11 +3,11 @@
 TVM's FuseOps fuses elementwise consumers into a conv (its epilogue) but never a producer: an injective op
 whose only consumer is a conv stays a kernel of its own, writing a tensor that the conv reads back. In
 DenseNet every layer starts with BatchNorm + ReLU on the concatenated features (a pre-activation that cannot
-fold into a weight) and ended up as one such kernel per layer; pads, layout transforms and, on the int8
-path, quantization land there too. `MergeConvPrologues` runs between FuseOps and FuseTIR: a group made only
-of injective kernels (or one such kernel) whose result feeds nothing but the data input of a conv group is
-merged into that group, so FuseTIR emits one kernel. The conv schedules compute such a prologue once, rows in
-parallel, into the conv's input buffer (as they do padding): fewer launches, the same arithmetic.
+fold into a weight) and ended up as one such kernel per layer; pads and layout transforms land there too.
+`MergeConvPrologues` runs between FuseOps and FuseTIR: a group made only of injective kernels (or one such
+kernel) whose result feeds nothing but the data input of a conv group is merged into that group, so FuseTIR
+emits one kernel. The conv schedules compute such a prologue once, rows in parallel, into the conv's input
+buffer (as they do padding): fewer launches, the same arithmetic.
 """
 
 from __future__ import annotations
