@@ -352,11 +352,13 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
 
 
 def _batch_size(config: TuneConfig, remaining: int, tasks: int, deadline: float | None) -> int:
-    """Candidates per measured batch. A trial budget is shared across the tasks; with a time budget the first
+    """Candidates per measured batch. A trial budget gives each task about four batches: the cost model has
+    measurements to learn from only after a task's first batch, so a budget spent in one round (as
+    `remaining // tasks` did) is plain random sampling whatever the cost model. With a time budget the first
     round (one batch of every kernel, measured only at its end) should take about a quarter of what is left, at
     about a second per candidate here (build, run and search; ResNet-50's 31 x 16 took 408 s)."""
     if config.trials:
-        return max(4, min(64, remaining // tasks))
+        return max(4, min(64, remaining // (4 * tasks)))
     left = deadline - time.monotonic() if deadline is not None else math.inf
     return int(max(2, min(16, 0.25 * left / tasks)))
 
