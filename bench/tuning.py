@@ -7,7 +7,7 @@ here, so both searches' curves stay flat at the defaults and say nothing about t
 one plot, and the table says how many trials the XGBoost search needed to reach the latency random search
 ended with (goal: at most half).
 
-    .venv/bin/python bench/tuning.py [--model conv] [--trials 160]
+    .venv/bin/python bench/tuning.py [--model conv] [--trials 160] [--seed 0]
 
 `conv` is the test CNN at 64 channels and 56x56: a stem conv, a 3x3 convolution 64 -> 64 (ResNet-50's most
 frequent kernel shape), global pooling and a dense layer; any .onnx path works too.
@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="conv")
     parser.add_argument("--trials", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0, help="the searches' random seed (the same for both)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tuning.json")
     args = parser.parse_args()
 
@@ -51,7 +52,8 @@ def main() -> None:
     for cost_model in ("xgb", "random"):
         with tempfile.TemporaryDirectory() as db:
             print(f"== {cost_model}: {args.trials} trials", file=sys.stderr, flush=True)
-            result = api.tune_model(model, "host", TuneConfig(trials=args.trials, cost_model=cost_model), db,
+            config = TuneConfig(trials=args.trials, cost_model=cost_model, seed=args.seed)
+            result = api.tune_model(model, "host", config, db,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
         curves[cost_model] = result.to_dict()["search_curve"]
         results[cost_model] = result.to_dict()
@@ -67,8 +69,8 @@ def main() -> None:
         "", f"XGBoost reached random search's final latency after {reached} of {args.trials} trials "
             f"(goal: at most {args.trials // 2}); plot: {plot}"])
     write_report(args.out, {"machine": f"{platform.machine()} ({platform.processor()})", "model": str(args.model),
-                            "trials": args.trials, "results": results, "trials_to_reach_random": reached,
-                            "table": table})
+                            "trials": args.trials, "seed": args.seed, "results": results,
+                            "trials_to_reach_random": reached, "table": table})
 
 
 if __name__ == "__main__":
