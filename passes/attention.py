@@ -14,7 +14,7 @@ import math
 import tvm
 from tvm import relax, te, topi
 
-from .rewrite import bindings, bound_call, replace_with_kernels, scalar_constant, use_counts
+from .rewrite import ChainFuser, bound_call, replace_with_kernels, scalar_constant
 
 ATTENTION = "attention"
 
@@ -70,22 +70,9 @@ def _transposed_last(expr, values) -> relax.Expr | None:
 
 
 @relax.expr_functor.mutator
-class _AttentionFuser(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, func: relax.Function):
-        super().__init__(mod)
-        self.values = bindings(func)
-        self.uses = use_counts(func)
-        self.matched = 0
-
+class _AttentionFuser(ChainFuser):
     def _single(self, var) -> bool:
         return isinstance(var, relax.Var) and self.uses.get(var, 0) == 1
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        fused = self._match(call)
-        if fused is None:
-            return super().visit_call_(call)
-        self.matched += 1
-        return fused
 
     def _match(self, call: relax.Call) -> relax.Expr | None:
         """`matmul(softmax(matmul(q*a, k^T*b) [+ mask], axis=-1), v)` -> one attention kernel."""

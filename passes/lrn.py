@@ -12,7 +12,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te
 
-from .rewrite import bindings, replace_with_kernels, scalar_constant, sole_use_call, use_counts
+from .rewrite import ChainFuser, replace_with_kernels, scalar_constant, sole_use_call
 
 LRN = "local_response_norm"
 
@@ -65,32 +65,18 @@ def _power(base: tvm.tirx.PrimExpr, exponent: float) -> tvm.tirx.PrimExpr:
     return tvm.tirx.power(base, tvm.tirx.const(exponent, base.dtype))
 
 
-def _is_channel_unblock(call: relax.Call | None, source: relax.Expr) -> bool:
-    """`call` is `layout_transform(source)` from NCHW[x]c to NCHW (as `BlockedLayout` writes it)."""
-    if call is None or not call.args[0].same_as(source) or len(source.ty.shape.values) != 5:
+def _converts_channels(call: relax.Call | None, block: int, to_blocked: bool) -> bool:
+    """`call` is a layout transform between NCHW and NCHW[block]c (as `BlockedLayout` writes them), in the
+    direction `to_blocked` says: checked on one element, channel 2 * block + block - 1."""
+    blocked, plain = [0, 2, 3, 4, block - 1], [0, 3 * block - 1, 3, 4]
+    source, target = (plain, blocked) if to_blocked else (blocked, plain)
+    if call is None or len(call.attrs.index_map.initial_indices) != len(source):
         return False
-    block = int(source.ty.shape.values[4])
-    mapped = [int(i) for i in call.attrs.index_map.map_indices([0, 2, 3, 4, block - 1])]
-    return mapped == [0, 2 * block + block - 1, 3, 4]
-
-
-def _is_channel_block(call: relax.Call | None, like: relax.Expr) -> bool:
-    """`call` is a layout transform from NCHW into `like`'s NCHW[x]c."""
-    if call is None or len(like.ty.shape.values) != 5:
-        return False
-    block = int(like.ty.shape.values[4])
-    mapped = [int(i) for i in call.attrs.index_map.map_indices([0, 2 * block + block - 1, 3, 4])]
-    return mapped == [0, 2, 3, 4, block - 1]
+    return [int(i) for i in call.attrs.index_map.map_indices(source)] == target
 
 
 @relax.expr_functor.mutator
-class _LRNFuser(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, func: relax.Function):
-        super().__init__(mod)
-        self.values = bindings(func)
-        self.uses = use_counts(func)
-        self.matched = 0
-
+class _LRNFuser(ChainFuser):
     def _walk(self, expr: relax.Expr, names: tuple[str, ...]) -> list[relax.Call] | None:
         """The calls `names[0](names[1](...))` reached from `expr` through each call's first argument."""
         calls = []
@@ -102,13 +88,6 @@ class _LRNFuser(relax.PyExprMutator):
             expr = call.args[0]
         return calls
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        fused = self._match(call)
-        if fused is None:
-            return super().visit_call_(call)
-        self.matched += 1
-        return fused
-
     def _match(self, call: relax.Call) -> relax.Expr | None:
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.divide" or call.ty.dtype != "float32":
             return None
@@ -116,9 +95,10 @@ class _LRNFuser(relax.PyExprMutator):
         if not isinstance(x, relax.Var) or x.ty.shape is None or len(x.ty.shape.values) not in (4, 5):
             return None
         blocked = len(x.ty.shape.values) == 5
+        block = int(x.ty.shape.values[4]) if blocked else 1
         if blocked:
             to_blocked = sole_use_call(self.values, self.uses, denominator, "relax.layout_transform")
-            if not _is_channel_block(to_blocked, x):
+            if not _converts_channels(to_blocked, block, to_blocked=True):
                 return None
             denominator = to_blocked.args[0]
         chain = self._walk(denominator, ("relax.power", "relax.add", "relax.multiply", "relax.squeeze",
@@ -129,7 +109,7 @@ class _LRNFuser(relax.PyExprMutator):
         constants = [scalar_constant(c.args[1]) for c in (scale, add, power)]
         if blocked:
             chain = self._walk(expand.args[0], ("relax.layout_transform", "relax.multiply"))
-            if chain is None or not _is_channel_unblock(chain[0], chain[0].args[0]):
+            if chain is None or not _converts_channels(chain[0], block, to_blocked=False):
                 return None
             square = chain[1]
         else:

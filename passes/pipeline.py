@@ -73,12 +73,9 @@ def _half(config: PassConfig) -> bool:
 
 
 def _blocked(config: PassConfig) -> bool:
+    """edgetune's passes on a target with a channel block: the CPUs, whose own rules schedule the blocked
+    convs and what the CPU-only stages make (merged prologues, dense + softmax kernels)."""
     return config.edgetune_passes and config.channel_block > 1
-
-
-def _cpu_schedules(config: PassConfig) -> bool:
-    """Kernels only edgetune's CPU rules schedule well (CPU targets are the ones with a channel block)."""
-    return _blocked(config)
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("FuseAttention", lambda c: FuseAttention(), 2,
           "matmul-scale-softmax-matmul attention chains as one kernel that keeps scores per query row", _own),
     Stage("FuseDenseSoftmax", lambda c: FuseDenseSoftmax(), 2,
-          "a classifier's last dense layer and its softmax as one kernel", _cpu_schedules),
+          "a classifier's last dense layer and its softmax as one kernel", _blocked),
     Stage("FullRankConstants", lambda c: FullRankConstants(), 2,
           "constant operands at full rank, so elementwise ops can follow a blocked layout", _blocked),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
@@ -130,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("FuseOps", lambda c: relax.transform.FuseOps(), 2, "group producer + elementwise consumers"),
     Stage("MergeConvPrologues", lambda c: MergeConvPrologues(), 2,
           "injective groups feeding only a conv's input (DenseNet's BatchNorm + ReLU) join the conv's group",
-          _cpu_schedules),
+          _blocked),
     Stage("FuseTIR", lambda c: relax.transform.FuseTIR(), 2, "merge each group into one kernel"),
     Stage("DeadCodeElimination", lambda c: relax.transform.DeadCodeElimination(), 1, "drop unused functions"),
 )

@@ -18,7 +18,7 @@ import tvm
 from tvm import relax, s_tir
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-from .rewrite import bindings, replace_with_kernels, use_counts
+from .rewrite import ChainFuser, replace_with_kernels
 
 # The conv blocks whose schedules (`targets.cpu_schedule`) compute producer stages before the reduction.
 CONV_BLOCKS = ("conv2d_nchwc", "conv2d_nchwc_int8", "conv2d_nchw", "group_conv2d_nchw")
@@ -55,13 +55,10 @@ def _anchor(func: tvm.tirx.PrimFunc) -> str | None:
 
 
 @relax.expr_functor.mutator
-class _PrologueMerger(relax.PyExprMutator):
+class _PrologueMerger(ChainFuser):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
-        super().__init__(mod)
+        super().__init__(mod, func)
         self.mod = mod
-        self.values = bindings(func)
-        self.uses = use_counts(func)
-        self.matched = 0
 
     def _group(self, call: relax.Call) -> _Group | None:
         """`call` as a list of kernel calls: a call of a fused (Primitive) function, or a single call_tir."""
@@ -91,13 +88,6 @@ class _PrologueMerger(relax.PyExprMutator):
 
     def _is_conv(self, step: _Step) -> bool:
         return _anchor(self.mod[step.kernel]) in CONV_BLOCKS
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        merged = self._match(call)
-        if merged is None:
-            return super().visit_call_(call)
-        self.matched += 1
-        return merged
 
     def _match(self, call: relax.Call) -> relax.Expr | None:
         consumer = self._group(call)

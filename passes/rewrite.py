@@ -47,6 +47,28 @@ def use_counts(func: relax.Function) -> dict[relax.Var, int]:
     return counts
 
 
+class ChainFuser(relax.PyExprMutator):
+    """What the pattern fusers share: the function's bindings and use counts for `_match`, which returns a
+    call's replacement (None: no match), and `matched`, the replacements made (`replace_with_kernels` keeps
+    the module only then). Subclasses are decorated with `relax.expr_functor.mutator`."""
+
+    def __init__(self, mod: tvm.IRModule, func: relax.Function):
+        super().__init__(mod)
+        self.values = bindings(func)
+        self.uses = use_counts(func)
+        self.matched = 0
+
+    def _match(self, call: relax.Call) -> relax.Expr | None:
+        raise NotImplementedError
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        fused = self._match(call)
+        if fused is None:
+            return super().visit_call_(call)
+        self.matched += 1
+        return fused
+
+
 def bound_call(expr: relax.Expr, values: dict[relax.Var, relax.Expr], name: str) -> relax.Call | None:
     """The call of operator `name` that `expr` is (or that the variable `expr` is bound to in `values`)."""
     value = values.get(expr) if isinstance(expr, relax.Var) else expr

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, topi
 
-from .rewrite import bindings, replace_with_kernels, sole_use_call, use_counts
+from .rewrite import ChainFuser, replace_with_kernels, sole_use_call
 
 DENSE_SOFTMAX = "dense_softmax"
 
@@ -29,20 +29,7 @@ def dense_softmax(x: te.Tensor, weight: te.Tensor, bias: te.Tensor | None) -> te
 
 
 @relax.expr_functor.mutator
-class _DenseSoftmaxFuser(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, func: relax.Function):
-        super().__init__(mod)
-        self.values = bindings(func)
-        self.uses = use_counts(func)
-        self.matched = 0
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        fused = self._match(call)
-        if fused is None:
-            return super().visit_call_(call)
-        self.matched += 1
-        return fused
-
+class _DenseSoftmaxFuser(ChainFuser):
     def _match(self, call: relax.Call) -> relax.Expr | None:
         """`softmax(matmul(x, W) [+ b], axis=-1)`, x 2-D float32, W a 2-D constant, b a constant row."""
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.softmax" or call.ty.dtype != "float32":
