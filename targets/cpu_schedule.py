@@ -373,7 +373,6 @@ class Attention(_CPURule):
         return sch.rfactor(lane, factor_axis=len(sch.get(block).writes[0].region))
 
 
-
 class LocalResponseNorm(_CPURule):
     """The LRN kernel of `passes.lrn` in NCHW[x]c: pixels in parallel; per pixel its zero-padded squares along
     the channels, then each channel block of outputs from `size` contiguous vector loads of them."""
