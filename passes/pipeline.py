@@ -23,6 +23,7 @@ from .fold_numpy import NumpyFoldConstant
 from .fold_scale import FoldScaleIntoWeights
 from .layout import BlockedLayout
 from .lrn import FuseLocalResponseNorm
+from .pad_channels import PadOutputChannels
 from .prologue import MergeConvPrologues
 from .softmax import FuseDenseSoftmax
 from .legalize import legalize_map
@@ -111,6 +112,9 @@ STAGES: tuple[Stage, ...] = (
           "a classifier's last dense layer and its softmax as one kernel", _blocked),
     Stage("FullRankConstants", lambda c: FullRankConstants(), 2,
           "constant operands at full rank, so elementwise ops can follow a blocked layout", _blocked),
+    Stage("PadOutputChannels", lambda c: PadOutputChannels(c.channel_block), 2,
+          "a conv's output channels padded to whole blocks where the slice after is free (a classifier head)",
+          _blocked),
     Stage("BlockedLayout", lambda c: BlockedLayout(c.channel_block), 2,
           "conv2d and its neighbours in NCHW[x]c, weights as OIHW[x]i[x]o", _blocked),
     Stage("FuseLocalResponseNorm", lambda c: FuseLocalResponseNorm(), 2,

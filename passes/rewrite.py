@@ -22,8 +22,8 @@ def rewrite_relax_functions(mod: tvm.IRModule,
 
 def replace_with_kernels(mod: tvm.IRModule,
                          make_fuser: Callable[[tvm.IRModule, relax.Function], relax.PyExprMutator]) -> tvm.IRModule:
-    """Run a fuser (a mutator that replaces matched chains by new kernels or fused groups and counts them in
-    `matched`) over each Relax function but the fused groups themselves; the module keeps the functions it
+    """Run a fuser (a mutator that replaces matched chains by new kernels, fused groups or rewritten chains and
+    counts them in `matched`) over each Relax function but the fused groups themselves; the module keeps the functions it
     added, and what the chains left unused goes."""
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):

@@ -183,6 +183,43 @@ def test_half_blocks_keep_narrow_branches_blocked():
     assert compiled.validation.passed, compiled.validation.summary()
     assert list(compiled.metadata["schedules"]["kernels"].values()).count("Conv2dNCHWc") == 3
 
+def _classifier_head(out_channels: int, then_conv: bool = False):
+    """conv (with bias) -> ReLU -> global average pooling, as SqueezeNet's 1000-class head; or a conv after."""
+    inits = {"w": RNG.normal(0, 0.2, (out_channels, 2 * BLOCK, 1, 1)), "b": RNG.normal(0, 0.5, (out_channels,)),
+             "w2": RNG.normal(0, 0.1, (BLOCK, out_channels, 1, 1))}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"]) if then_conv
+             else helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    output = [1, BLOCK, 6, 6] if then_conv else [1, out_channels, 1, 1]
+    if not then_conv:
+        del inits["w2"]
+    return _model(nodes, {"x": [1, 2 * BLOCK, 6, 6]}, {"y": output}, inits)
+
+
+def test_classifier_conv_is_padded_to_whole_blocks():
+    """7.5 blocks of output channels (SqueezeNet's 1000 = 62.5 x 16): the conv runs in whole blocks (8), with
+    zero weight rows; the real channels are sliced off after the pooling, and the numerics are unchanged."""
+    channels = 8 * BLOCK - BLOCK // 2
+    model = _classifier_head(channels)
+    blocked = run_passes(import_model(load_model(model)).mod, PassConfig(channel_block=BLOCK),
+                         stop_after="FoldConstant.prepack").mod
+    main = str(blocked["main"])
+    assert f"(1, 8, 6, 6, {BLOCK})" in main and f"NCHW{BLOCK // 2}c" not in main, main
+    assert op_counts(blocked)["relax.strided_slice"] == 1
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+    assert "Conv2dNCHWc" in compiled.metadata["schedules"]["kernels"].values()
+
+
+def test_channel_padding_stays_out_of_a_conv_to_conv_chain():
+    """Sliced before another conv, padding would cost two layout transforms: the half-block layout stays."""
+    model = _classifier_head(8 * BLOCK - BLOCK // 2, then_conv=True)
+    blocked = run_passes(import_model(load_model(model)).mod, PassConfig(channel_block=BLOCK),
+                         stop_after="FoldConstant.prepack").mod
+    assert op_counts(blocked)["relax.strided_slice"] == 0
+    assert f"NCHW{BLOCK // 2}c" in str(blocked["main"])
+
+
 
 @pytest.mark.parametrize("size", [5, 3])
 def test_local_response_norm_is_one_kernel_in_the_blocked_layout(size):
