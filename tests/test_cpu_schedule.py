@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgetune
 from edgetune.passes.layout import channel_block_for
-from edgetune.targets.cpu_schedule import vector_lanes
+from edgetune.targets.cpu_schedule import register_tile, vector_lanes
 from edgetune.targets.host import HostTarget
 
 RNG = np.random.default_rng(0)
@@ -67,6 +67,8 @@ def _compile(model):
     (1, 32, 32, 7, 3, 1, 1, 1),     # blocked layout on AVX-512/AVX2: 7 wide (ResNet's last stage)
     (1, 16, 32, 15, 3, 2, 1, 1),    # blocked, stride 2, odd width
     (2, 16, 16, 9, 1, 1, 0, 1),     # blocked 1x1, batch 2
+    (1, 32, 64, 14, 3, 1, 1, 1),    # blocked, 4 output blocks: a tile of 7 pixels x 2 blocks on AVX-512
+    (2, 32, 48, 6, 3, 2, 1, 1),     # blocked, batch 2, stride 2, 3 output blocks (odd: one-block tile)
 ])
 def test_conv2d_rule(n, cin, cout, size, k, stride, pad, group):
     _, schedules = _compile(conv_block(n, cin, cout, size, k, stride, pad, group))
@@ -112,6 +114,16 @@ def test_batch_matmul_softmax_pooling_and_elementwise():
                    [_x("y1", [2, 8, 12]), _x("y2", [1, 6, 1, 1]), _x("y3", [1, 17, 17])], inits)
     _, schedules = _compile(model)
     assert schedules["unscheduled"] == [], schedules
+
+
+@pytest.mark.parametrize("width, chunks, registers, tile", [
+    (56, 4, 32, (8, 2)), (28, 8, 32, (7, 2)), (7, 32, 32, (7, 2)), (27, 8, 32, (9, 2)), (55, 4, 32, (5, 2)),
+    (13, 16, 32, (13, 1)),  # 13 x 2 would spill: one block of the whole row
+    (56, 63, 32, (14, 1)),  # an odd number of blocks (SqueezeNet's 1008 channels)
+    (56, 4, 16, (14, 1)),   # AVX2: one block
+])
+def test_register_tile_fits_the_registers(width, chunks, registers, tile):
+    assert register_tile(width, chunks, registers) == tile
 
 
 def test_vector_lanes_follow_the_target():
