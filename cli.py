@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--db", help="tuning database folder (default: ~/.cache/edgetune/tuning)")
     t.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--cost-model", default="xgb", choices=["xgb", "random"],
-                   help="MetaSchedule's XGBoost model (default) or random search, for comparison")
+    t.add_argument("--search", default="xgb", choices=["xgb", "evolve-random", "random"],
+                   help="xgb: evolutionary search ranked by MetaSchedule's XGBoost cost model (default); for "
+                        "comparison, evolve-random: the same search ranked at random; random: random sampling")
     t.add_argument("--plot", metavar="PNG", help="write the tuning curve (estimated latency against trials) here")
     _add_quantize_flags(t)  # VTA targets tune the layers that the int8 compile offloads
     _add_device_flags(t)
@@ -236,7 +237,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .frontend import parse_input_shapes
 
     config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed,
-                        cost_model=args.cost_model)
+                        search=args.search)
     result = api.tune_model(args.model, args.target, config, args.db, parse_input_shapes(args.input_shape),
                             progress=lambda line: print(line, file=sys.stderr, flush=True), device=_device(args),
                             quantization=_quantize_options(args))
@@ -246,7 +247,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     elif args.plot:
         from .autotune import plot_curves
 
-        plot_curves({args.cost_model: result.to_dict()["curve"]}, args.plot, f"tuning {args.model}")
+        plot_curves({args.search: result.to_dict()["curve"]}, args.plot, f"tuning {args.model}")
     print(f"tuned {args.model}: {result.measured_now} candidates measured now in {result.seconds:.0f} s "
           f"(stopped by {result.stopped_by}); database {result.database}")
     print(f"  {'trials':>6}  {'default ms':>10}  {'best ms':>9}  {'speedup':>7}  kernel")

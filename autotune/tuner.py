@@ -29,6 +29,13 @@ from .database import Baseline, TuningDatabase, mean_seconds
 from .measure import local_builder, local_runner
 
 
+# How candidates are chosen: MetaSchedule's evolutionary search ranked by its XGBoost cost model (the
+# default); the same search ranked at random (what the cost model adds); plain random sampling of the design
+# space (MetaSchedule's ReplayTrace: random search as in AutoTVM's RandomTuner, the baseline of the papers).
+SEARCHES = {"xgb": "evolutionary search, XGBoost cost model", "evolve-random": "evolutionary search, random ranking",
+            "random": "random sampling of the design space"}
+
+
 @dataclass
 class TuneConfig:
     """What to spend on tuning: a number of measured candidates and/or wall time (the first reached ends it)."""
@@ -39,11 +46,11 @@ class TuneConfig:
     seed: int = 0
     builder_timeout_s: float = 120.0
     runner_timeout_s: float = 30.0
-    cost_model: str = "xgb"  # MetaSchedule's XGBoost model, or "random" (no model: for comparison)
+    search: str = "xgb"  # one of SEARCHES
 
     def __post_init__(self) -> None:
-        if self.cost_model not in ("xgb", "random"):
-            raise UserError(f"--cost-model {self.cost_model!r} is not one of xgb, random")
+        if self.search not in SEARCHES:
+            raise UserError(f"--search {self.search!r} is not one of {', '.join(SEARCHES)}")
         if self.trials < 0:
             raise UserError(f"--trials {self.trials} must be positive")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -141,15 +148,15 @@ def _flops(mod: tvm.IRModule) -> float:
         return 1.0
 
 
-def _tune_context(task: ms.ExtractedTask, seed: int) -> ms.TuneContext:
+def _tune_context(task: ms.ExtractedTask, seed: int, search: str) -> ms.TuneContext:
     """A task's MetaSchedule context with a plain Python logger.
 
     (`extracted_tasks_to_tune_contexts` reconfigures logging with per-task log files through dictConfig and
     fails on a second run in the same process.) The search population is a quarter of MetaSchedule's default
     (512 x 4 genetic rounds), which on two cores took longer per batch than measuring it."""
     logger = logging.getLogger(f"edgetune.autotune.{task.task_name}")
-    strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16,
-                                                     genetic_num_iters=3)
+    strategy = ms.search_strategy.ReplayTrace() if search == "random" else \
+        ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16, genetic_num_iters=3)
     return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
                           search_strategy=strategy, task_name=task.task_name, logger=logger, rand_state=seed,
                           num_threads="logical").clone()
@@ -327,7 +334,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
         stopped_by = "time budget"
     else:
         per_round = config.trials_per_round or _batch_size(config, remaining, len(tasks), deadline)
-        contexts = [_tune_context(task, config.seed + index) for index, task in enumerate(tasks)]
+        contexts = [_tune_context(task, config.seed + index, config.search) for index, task in enumerate(tasks)]
         weights = [float(task.weight) for task in tasks]
         starting = [_current_seconds(t.dispatched[0], db) for t in tasks]
         progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say, weights,
@@ -336,7 +343,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db.folder),
                           max_trials_global=remaining, num_trials_per_iter=per_round,
                           builder=_BudgetedBuilder(builder, len(tasks), progress, say),
-                          runner=runner, database=db.ms, cost_model=config.cost_model,
+                          runner=runner, database=db.ms, cost_model="xgb" if config.search == "xgb" else "random",
                           measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                           task_scheduler="gradient")
         except Exception:  # noqa: BLE001 - the budget callback's exception comes back wrapped by the FFI
