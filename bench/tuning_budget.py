@@ -49,11 +49,15 @@ def bench_model(name: str, budget_s: float, threads: int, say) -> dict:
         "onnxruntime": (lambda sess: lambda: sess.run(None, feed))(ort_session(path, threads)),
     }, rounds=3, budget_s=9.0)
     tasks = tuned.metadata["tuning"].get("tasks", [])
+    in_model = {label: {k.name: k.total_ms for k in compiled.profile(repeat=20).kernels if k.kind == "kernel"}
+                for label, compiled in (("untuned", untuned), ("tuned", again))}
+    for task in tasks:  # what each kernel's record gained alone, and what it does inside the model
+        task["in_model_ms"] = {label: times.get(task["task"]) for label, times in in_model.items()}
     return {"model": name, "threads": threads, "budget_s": budget_s, "tune_compile_s": tune_s,
             "build_s": build_s, "recompile_s": recompile_s, "same_kernels_twice": same_kernels,
             "kernels_from_records": len(tuning.get("kernels_from_records", [])),
             "tasks": len(tasks), "tasks_with_records": sum(1 for t in tasks if t.get("best_ms") is not None),
-            "trials": sum(int(t.get("trials", 0)) for t in tasks), "median_ms": medians,
+            "trials": sum(int(t.get("trials", 0)) for t in tasks), "median_ms": medians, "per_task": tasks,
             "tuned_over_onnxruntime": medians["tuned"] / medians["onnxruntime"],
             "untuned_over_onnxruntime": medians["untuned"] / medians["onnxruntime"]}
 
