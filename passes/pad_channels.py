@@ -67,7 +67,7 @@ class _ChannelPadder(ChainFuser):
             for arg in value.args if isinstance(value, relax.Call) else ():
                 if isinstance(arg, relax.Var):
                     users.setdefault(arg, []).append(var)
-        self.chains: dict[relax.Var, list[relax.Var]] = {}  # last var of a chain -> the chain, conv first
+        self.chains: dict[relax.Call, list[relax.Var]] = {}  # the chain's last call -> its vars, conv first
         for var, value in self.values.items():
             padded = self._padding(value)
             if padded is None:
@@ -78,8 +78,7 @@ class _ChannelPadder(ChainFuser):
                 chain.append(users[chain[-1]][0])
             channels = int(value.args[1].value.shape[0])
             if _op_name(self.values[chain[-1]]) == _POOL or channel_block_for(channels, block) is None:
-                self.chains[chain[-1]] = chain
-        self.ends = {self.values[end]: end for end in self.chains}
+                self.chains[self.values[chain[-1]]] = chain
 
     def _padding(self, call: relax.Expr) -> int | None:
         """The padded channel count of a conv2d that gets padded (a blocked float32 conv, constant weight)."""
@@ -110,18 +109,16 @@ class _ChannelPadder(ChainFuser):
         return False
 
     def _match(self, call: relax.Call) -> relax.Expr | None:
-        end = self.ends.get(call)
-        if end is None:
+        if call not in self.chains:
             return None
-        chain = [self.values[var] for var in self.chains[end]]
-        conv = chain[0]
+        conv, *chain = [self.values[var] for var in self.chains[call]]
         channels = int(conv.args[1].value.shape[0])
-        padded = self._padding(conv)
+        padded = padded_channels(channels, self.block)
         weight = conv.args[1].value.numpy()
         weight = np.concatenate([weight, np.zeros((padded - channels, *weight.shape[1:]), weight.dtype)])
         out = self.builder_.emit(relax.Call(conv.op, [self.visit_expr(conv.args[0]), relax.const(weight)],
                                             conv.attrs, conv.ty_args))
-        for op in chain[1:]:
+        for op in chain:
             args = [out, *(_pad_constant(a, channels, padded) if isinstance(a, tvm.ir.GenericConst) else a
                            for a in op.args[1:])]
             out = self.builder_.emit(relax.Call(op.op, args, op.attrs, op.ty_args))
