@@ -59,6 +59,7 @@ class CompileOptions:
     min_sqnr_db: float = 15.0  # quantized builds validate by SQNR against onnxruntime's float outputs
     device: RemoteDevice | None = None  # validate (and later run) on this device over RPC instead of locally
     cross_compiler: str | None = None  # replaces a cross target's default compiler
+    winograd: bool = True  # False: every conv direct (`passes.winograd` changes rounding slightly)
     precision: str = "fp32"  # "fp16": float16 kernels accumulating in float32 (targets listing it in `precisions`)
 
 
@@ -166,7 +167,8 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     _check_precision(opts, target)
     target.check_tools()
     pass_config = PassConfig(opt_level=opts.opt_level, channel_block=target.channel_block(),
-                             edgetune_passes=opts.edgetune_passes, precision=opts.precision)
+                             edgetune_passes=opts.edgetune_passes, precision=opts.precision,
+                             winograd=opts.winograd)
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--opt-level", type=int, default=2, help="pass pipeline level 0-3 (default 2)")
     c.add_argument("--inputs", help=".npz of validation inputs (default: seeded random data)")
     c.add_argument("--no-validate", action="store_true", help="skip the comparison with onnxruntime")
+    c.add_argument("--no-winograd", action="store_true",
+                   help="compute 3x3 convs directly, not by Winograd's transforms (rounding as the direct conv)")
     c.add_argument("--atol", type=float, help="absolute tolerance for validation (default per dtype)")
     c.add_argument("--rtol", type=float, help="relative tolerance for validation (default per dtype)")
     c.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
@@ -195,7 +197,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
-                   validate=not args.no_validate, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
+                   validate=not args.no_validate, winograd=not args.no_winograd, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
                    tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
                    cross_compiler=args.cross_compiler, precision=args.precision, **_quantize_options(args))
     if args.tune < 0:

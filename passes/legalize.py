@@ -14,6 +14,10 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax.transform.legalize_ops.nn import _nn_conv2d as _stock_conv2d
 
+from . import winograd
+
+# `OpPatternKind::kOutEWiseFusable`: FuseOps gives the kernel its elementwise consumers and nothing else.
+OUT_ELEMWISE_FUSABLE = 4
 _BLOCKED_DATA = re.compile(r"NCHW(\d+)c$")
 _BLOCKED_KERNEL = re.compile(r"OIHW(\d+)i(\d+)o$")
 
@@ -105,7 +109,33 @@ def _data_block(data_layout: str, in_channels: int) -> int | None:
     return in_channels if data_layout == "NCHW" else None
 
 
-def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+def _winograd_tile(call: relax.Call, out_dtype: str) -> int | None:
+    """The Winograd output tile (`passes.winograd`) for a blocked float32 3x3 stride-1 conv with constant
+    weights, or None."""
+    attrs = call.attrs
+    data, kernel = call.args
+    if not (isinstance(kernel, tvm.ir.GenericConst) and data.ty.dtype == out_dtype == "float32"
+            and _BLOCKED_DATA.match(attrs.data_layout) and tuple(int(d) for d in kernel.ty.shape)[2:4] == (3, 3)
+            and all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation)):
+        return None
+    _, out_chunks, out_h, out_w, out_block = (int(d) for d in call.ty.shape)
+    return winograd.tile_size(out_h, out_w, int(data.ty.shape[1]) * int(data.ty.shape[4]), out_chunks * out_block)
+
+
+def _winograd_conv2d(bb: relax.BlockBuilder, call: relax.Call, m: int) -> relax.Expr:
+    data, kernel = call.args
+    attrs = call.attrs
+    batch, _, out_h, out_w, _ = (int(d) for d in call.ty.shape)
+    u = relax.const(winograd.transform_kernel(kernel.value.numpy(), m))
+    v = bb.emit_te(lambda d: winograd.input_transform(d, m, attrs.padding, out_h, out_w), data,
+                   primfunc_name_hint="winograd_input")
+    gemm = bb.emit_te(lambda x, w: winograd.batched_gemm(x, w, "float32"), v, u, primfunc_name_hint="winograd_gemm")
+    # fuses like a conv (its elementwise epilogue only): a concat fused in would take its schedule
+    return bb.call_te(lambda g: winograd.output_transform(g, m, batch, out_h, out_w), gemm,
+                      primfunc_name_hint="winograd_output", primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
+
+
+def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool) -> relax.Expr:
     attrs = call.attrs
     data, kernel = call.args
     in_block = _data_block(attrs.data_layout, int(data.ty.shape[1]))
@@ -121,11 +151,15 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(lambda d, k: conv2d_nchwc_int8(_as_one_block(d) if stem else d, k, attrs.strides,
                                                          attrs.padding, attrs.dilation),
                           data, packed, primfunc_name_hint="conv2d_nchwc_int8")
+    tile = _winograd_tile(call, out_dtype) if use_winograd else None
+    if tile is not None:
+        return _winograd_conv2d(bb, call, tile)
     return bb.call_te(lambda d, k: conv2d_nchwc(_as_one_block(d) if stem else d, k, attrs.strides, attrs.padding,
                                                 attrs.dilation, out_dtype),
                       data, kernel, primfunc_name_hint="conv2d_nchwc")
 
 
-def legalize_map() -> dict[str, object]:
-    """Custom legalizations for `relax.transform.LegalizeOps`; other operators use TVM's."""
-    return {"relax.nn.conv2d": _conv2d}
+def legalize_map(use_winograd: bool = False) -> dict[str, object]:
+    """Custom legalizations for `relax.transform.LegalizeOps`; other operators use TVM's. `use_winograd`:
+    eligible 3x3 convs as Winograd transforms and a batched GEMM (`passes.winograd`)."""
+    return {"relax.nn.conv2d": lambda bb, call: _conv2d(bb, call, use_winograd)}

@@ -46,6 +46,9 @@ class PassConfig:
     quant_plan: QuantPlan | None = None
     # "fp16": conv2d/matmul and their neighbours in float16, accumulating in float32 (inputs, outputs stay fp32).
     precision: str = "fp32"
+    # 3x3 stride-1 float32 convs as Winograd F(2x2, 3x3) / F(4x4, 3x3) where it pays (`passes.winograd`; level
+    # 2 and above, CPU targets): fewer multiplications, slightly larger rounding error.
+    winograd: bool = True
 
     def __post_init__(self) -> None:
         if self.opt_level not in OPT_LEVELS:
@@ -71,6 +74,10 @@ def _quantized(config: PassConfig) -> bool:
 
 def _half(config: PassConfig) -> bool:
     return config.precision == "fp16"
+
+
+def _winograd(config: PassConfig) -> bool:
+    return config.winograd and config.opt_level >= 2 and _blocked(config)
 
 
 def _blocked(config: PassConfig) -> bool:
@@ -123,8 +130,9 @@ STAGES: tuple[Stage, ...] = (
           "prepack weights into the blocked layout at compile time", _blocked),
     Stage("ToMixedPrecision", lambda c: relax.transform.ToMixedPrecision(out_dtype="float32"), 0,
           "float16 compute with float32 accumulation (--precision fp16)", _half),
-    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map()), 0,
-          "Relax operators to TIR functions (edgetune's lowering for blocked conv2d)"),
+    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map(_winograd(c))), 0,
+          "Relax operators to TIR functions (edgetune's lowering for blocked conv2d; Winograd for 3x3 convs at "
+          "level 2 and above)"),
     Stage("AnnotateTIROpPattern", lambda c: relax.transform.AnnotateTIROpPattern(), 1, "op patterns for fusion"),
     Stage("FoldConstant.post-legalize", lambda c: relax.transform.FoldConstant(), 1,
           "fold what legalization exposed"),

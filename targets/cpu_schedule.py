@@ -215,15 +215,15 @@ class Conv2dNCHW(_CPURule):
 
 
 class _BlockedConv(_CPURule):
-    """What the blocked-layout conv rules share: the kernel's one `block_name` block and its loops (outer
-    spatial..., ow, oc_block | reductions...)."""
+    """What the blocked-layout conv rules share: the kernel's one block named in `block_names` and its loops
+    (outer spatial..., ow, oc_block | reductions...)."""
 
-    block_name = ""
+    block_names: tuple[str, ...] = ()
 
     def _loops(self, sch: s_tir.Schedule, infos: list[SBlockInfo]):
         """(block, producers, consumers, outer loops, ow, oc_block, reduction loops, the position of the
         output channel chunk loop in the outer loops: None with a single chunk), or None."""
-        found = _split_conv_blocks(sch, infos, self.block_name)
+        found = next(filter(None, (_split_conv_blocks(sch, infos, name) for name in self.block_names)), None)
         if found is None:
             return None
         conv_info, producers, consumers = found
@@ -261,10 +261,11 @@ class Conv2dNCHWc(_BlockedConv):
     oc_chunk_inner channel blocks (`register_tile`). Per reduction step: one weight vector load per block, one
     input broadcast per pixel, an FMA per accumulator, whatever the stride or image width. Measured on
     light_resnet50 (AVX-512, 1 thread): one block of up to 14 pixels ran 47 ms against 52 ms for 8 pixels (the
-    NCHW rule needed 94 ms); two blocks of 7-9 pixels gain 10-20% per conv over that.
+    NCHW rule needed 94 ms); two blocks of 7-9 pixels gain 10-20% per conv over that. Winograd's batched GEMM
+    (`passes.winograd`) has the same loops, tile positions outermost and tiles for pixels.
     """
 
-    block_name = "conv2d_nchwc"
+    block_names = ("conv2d_nchwc", "winograd_gemm")
 
     def __init__(self, lanes: int, registers: int):
         super().__init__(lanes)
@@ -303,7 +304,7 @@ class Conv2dNCHWcInt8(_BlockedConv):
     not fast). The requantize epilogue runs per tile.
     """
 
-    block_name = "conv2d_nchwc_int8"
+    block_names = ("conv2d_nchwc_int8",)
 
     def __init__(self, lanes: int, target: Target, max_ow_tile: int = 14):
         super().__init__(lanes)
@@ -423,6 +424,78 @@ class LocalResponseNorm(_CPURule):
         sch.vectorize(lane)
         sch.compute_at(names["lrn_squares"], column)
         return sch
+
+
+class WinogradTransform(_CPURule):
+    """The input and output transforms of Winograd convolution (`passes.winograd`), one tile at a time.
+
+    Input: per (input channel block, tile), in parallel, the tile's rows times BT, then its columns, each of
+    the (m+2)^2 positions one vector of the channel block, the positions unrolled so that each is its own
+    sparse sum; the zero padding is read in place. Output: per (output channel block, tile row) in parallel
+    and tile, the products' columns times AT, then each output pixel of the tile (its rows), written through
+    the fused epilogue (bias, ReLU, residual) as one vector per pixel."""
+
+    def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
+        names = [sch.get(info.block_rv).name_hint for info in infos]
+        if "winograd_input" in names and "winograd_input_rows" in names:
+            return self._input(sch, infos, names)
+        if "winograd_output" in names and "winograd_output_cols" in names:
+            return self._output(sch, infos, names)
+        return None
+
+    def _input(self, sch: s_tir.Schedule, infos: list[SBlockInfo], names: list[str]) -> s_tir.Schedule | None:
+        if names[-1] != "winograd_input":
+            return None
+        for info in infos[: names.index("winograd_input_rows")]:  # the padding (and fused producers)
+            sch.compute_inline(info.block_rv)
+        rows, out = infos[names.index("winograd_input_rows")].block_rv, infos[-1]
+        position, chunk, tile, lane = _output_loops(sch, out)
+        outer = [loop for loop in (chunk, tile) if loop is not None]
+        sch.reorder(*outer, position, lane)
+        self.parallel(sch, outer)
+        sch.unroll(position)
+        sch.vectorize(lane)
+        sch.compute_at(rows, sch.get_loops(out.block_rv)[-3])
+        row, column, lane = sch.get_loops(rows)[-3:]
+        sch.unroll(row)
+        sch.unroll(column)
+        sch.vectorize(lane)
+        return sch
+
+    def _output(self, sch: s_tir.Schedule, infos: list[SBlockInfo], names: list[str]) -> s_tir.Schedule | None:
+        start = names.index("winograd_output")
+        out_buffer = sch.get(infos[start].block_rv).writes[0].source
+        last = infos[-1]
+        if any(not info.is_injective() for info in infos[start:]) or \
+                list(sch.get(last.block_rv).writes[0].source.shape) != list(out_buffer.shape):
+            return None  # something other than an elementwise epilogue fused in
+        cols = infos[names.index("winograd_output_cols")].block_rv
+        tile = int(sch.get(cols).writes[0].source.shape[3])
+        batch, chunk, y, x, lane = _output_loops(sch, last)
+        for info in infos[start:-1]:
+            sch.compute_inline(info.block_rv)
+        tile_y, row = sch.split(y, [None, tile])
+        tile_x, column = sch.split(x, [None, tile])
+        outer = [loop for loop in (batch, chunk, tile_y) if loop is not None]
+        sch.reorder(*outer, tile_x, row, column, lane)
+        self.parallel(sch, outer)
+        sch.unroll(row)
+        sch.unroll(column)
+        sch.vectorize(lane)
+        sch.compute_at(cols, tile_x)
+        position, column, lane = sch.get_loops(cols)[-3:]
+        sch.unroll(position)
+        sch.unroll(column)
+        sch.vectorize(lane)
+        return sch
+
+
+def _output_loops(sch: s_tir.Schedule, info: SBlockInfo) -> list:
+    """The loop over each dimension of the block's output, None for a dimension of extent 1 (normalising
+    dropped its loop)."""
+    loops = {it.var: it.loop_rv for it in info.iters}
+    return [next((loop for var, loop in loops.items() if var.same_as(r.min)), None)
+            for r in sch.get(info.block_rv).writes[0].region]
 
 
 class Matmul(_CPURule):
@@ -560,7 +633,7 @@ def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
     return [Conv2dNCHWc(lanes, vector_registers(target)), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes),
-            Attention(lanes), LocalResponseNorm(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
+            WinogradTransform(lanes), Attention(lanes), LocalResponseNorm(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
             ParallelVectorize(lanes)]
 
 
