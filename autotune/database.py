@@ -20,6 +20,8 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
+from .measure import TIMING
+
 from ..artifact import atomic_write
 from ..errors import UserError
 from ..targets.base import target_to_json
@@ -38,7 +40,7 @@ def default_root() -> Path:
 def target_key(target: tvm.target.Target) -> tuple[str, dict]:
     """Folder name and description for `target` under this TVM version."""
     exported = target_to_json(target.export())
-    described = {"target": exported, "tvm": tvm.__version__}
+    described = {"target": exported, "tvm": tvm.__version__, "timing": TIMING}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
     mcpu = exported.get("mcpu") or exported.get("arch") or ""
     name = "-".join(part for part in (exported.get("kind", "target"), str(mcpu), digest) if part)

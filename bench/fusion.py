@@ -2,7 +2,10 @@
 
 For each model it compiles twice, with edgetune's passes (scale folding, elementwise activations, blocked
 layout with prepacked weights) and with TVM's passes only, then measures both in interleaved rounds on one
-thread: distinct kernels, kernel launches per inference and median latency (onnxruntime alongside).
+thread: distinct kernels, kernel launches per inference and median latency (onnxruntime alongside). Both
+builds compute convs directly (`winograd=False`): Winograd's three kernels per conv are a choice of
+algorithm, not of fusion, and would hide what fusion does to the kernel count (`bench/run.py` has the
+default build).
 
     .venv/bin/python bench/fusion.py [--models light_resnet50,bert_encoder] [--rounds 5]
 """
@@ -48,8 +51,8 @@ def bench(name: str, rounds: int, seconds: float) -> dict:
 
     set_threads(1)
     model, extra = load(name)
-    variants = {"edgetune": edgetune.compile(model, **extra),
-                "tvm passes": edgetune.compile(model, edgetune_passes=False, **extra)}
+    variants = {"edgetune": edgetune.compile(model, winograd=False, **extra),
+                "tvm passes": edgetune.compile(model, edgetune_passes=False, winograd=False, **extra)}
     feed = variants["edgetune"].signature.random_feed(0)
     calls = {key: vm_call(compiled, 1, compiled.signature.check_feed(feed)) for key, compiled in variants.items()}
     options = ort.SessionOptions()

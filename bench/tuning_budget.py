@@ -12,6 +12,7 @@ from a complete database at most 10 s more than the build itself.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -70,6 +71,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tuning_budget.json")
     args = parser.parse_args()
 
+    # Pools do not spin between calls, as in bench/run.py: onnxruntime's does not, and a spinning TVM pool both
+    # skips the wake-up its kernels pay otherwise and steals the core of the runtime timed next.
+    os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
     from edgetune.targets.host import set_threads
 
     set_threads(args.threads)  # TVM sizes its pool once per process

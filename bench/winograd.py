@@ -78,8 +78,7 @@ def main() -> None:
         chosen = {None: "direct", 2: "F(2x2)", 4: "F(4x4)"}[r["chosen"]]
         lines.append(f"| {r['shape']} | {r['gflop']:.3f} | {ms['direct']:.3f} | {ms['F(2x2)']:.3f} | "
                      f"{ms['F(4x4)']:.3f} | {ms['onnxruntime']:.3f} | {chosen} |")
-    print("\n".join(lines))
-    write_report(Path(args.out), {"results": results, "table": lines})
+    write_report(Path(args.out), {"results": results, "table": "\n".join(lines)})
 
 
 if __name__ == "__main__":

@@ -111,15 +111,17 @@ def _data_block(data_layout: str, in_channels: int) -> int | None:
 
 def _winograd_tile(call: relax.Call, out_dtype: str) -> int | None:
     """The Winograd output tile (`passes.winograd`) for a blocked float32 3x3 stride-1 conv with constant
-    weights, or None."""
+    weights and static shapes, or None."""
     attrs = call.attrs
     data, kernel = call.args
+    shapes = [x.ty.shape.values for x in (data, call)]
     if not (isinstance(kernel, tvm.ir.GenericConst) and data.ty.dtype == out_dtype == "float32"
             and _BLOCKED_DATA.match(attrs.data_layout) and tuple(int(d) for d in kernel.ty.shape)[2:4] == (3, 3)
-            and all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation)):
+            and all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation)
+            and all(isinstance(d, tvm.tirx.IntImm) for shape in shapes for d in shape)):
         return None
-    _, out_chunks, out_h, out_w, out_block = (int(d) for d in call.ty.shape)
-    return winograd.tile_size(out_h, out_w, int(data.ty.shape[1]) * int(data.ty.shape[4]), out_chunks * out_block)
+    (_, in_chunks, _, _, in_block), (_, out_chunks, out_h, out_w, out_block) = ([int(d) for d in s] for s in shapes)
+    return winograd.tile_size(out_h, out_w, in_chunks * in_block, out_chunks * out_block)
 
 
 def _winograd_conv2d(bb: relax.BlockBuilder, call: relax.Call, m: int) -> relax.Expr:
