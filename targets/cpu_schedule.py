@@ -450,6 +450,8 @@ class WinogradTransform(_CPURule):
             sch.compute_inline(info.block_rv)
         rows, out = infos[names.index("winograd_input_rows")].block_rv, infos[-1]
         position, chunk, tile, lane = _output_loops(sch, out)
+        if position is None or lane is None:
+            return None
         outer = [loop for loop in (chunk, tile) if loop is not None]
         sch.reorder(*outer, position, lane)
         self.parallel(sch, outer)
@@ -472,6 +474,8 @@ class WinogradTransform(_CPURule):
         cols = infos[names.index("winograd_output_cols")].block_rv
         tile = int(sch.get(cols).writes[0].source.shape[3])
         batch, chunk, y, x, lane = _output_loops(sch, last)
+        if None in (y, x, lane):
+            return None
         for info in infos[start:-1]:
             sch.compute_inline(info.block_rv)
         tile_y, row = sch.split(y, [None, tile])
@@ -633,8 +637,8 @@ def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules in priority order; the first that applies to a kernel schedules it."""
     lanes = vector_lanes(target)
     return [Conv2dNCHWc(lanes, vector_registers(target)), Conv2dNCHWcInt8(lanes, target), Conv2dNCHW(lanes),
-            WinogradTransform(lanes), Attention(lanes), LocalResponseNorm(lanes), Matmul(lanes), dlight.cpu.GEMV(), WindowReduction(lanes),
-            ParallelVectorize(lanes)]
+            WinogradTransform(lanes), Attention(lanes), LocalResponseNorm(lanes), Matmul(lanes), dlight.cpu.GEMV(),
+            WindowReduction(lanes), ParallelVectorize(lanes)]
 
 
 def schedule_cpu(mod: tvm.IRModule, target: Target) -> tuple[tvm.IRModule, dict[str, str | None]]:
