@@ -71,7 +71,13 @@ def _cold_weights_evaluator() -> ms.runner.EvaluatorConfig:
 
 
 def local_runner(timeout_s: float) -> ms.Runner:
-    """Runs each candidate in a worker process on this machine, one at a time."""
+    """Runs each candidate in a worker process on this machine, one at a time, on the threads the compiled
+    model will run on: the workers inherit TVM_NUM_THREADS, which `set_threads` fixes here. Without it they
+    started TVM's own default pool (one thread per physical core: 1 of this machine's 2 vCPUs) and candidates
+    were ranked single-threaded for a model run on both."""
+    from ..targets.host import set_threads
+
+    set_threads()
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=_cold_weights_evaluator())
 
 

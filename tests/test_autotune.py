@@ -57,6 +57,18 @@ def test_tuning_needs_a_budget():
         TuneConfig()
 
 
+def test_candidates_run_on_the_threads_the_model_runs_on():
+    """The runner's workers inherit the model's pool size: left to itself TVM starts one thread per physical
+    core (half the vCPUs on x86), so candidates would be ranked on fewer threads than the model uses."""
+    code = ("import functools, os; from edgetune.autotune.measure import local_runner; "
+            "from edgetune.targets.base import default_threads; runner = local_runner(30); "
+            "print(runner.pool.submit(functools.partial(os.getenv, 'TVM_NUM_THREADS')).result(), default_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    worker, model = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout.split()
+    assert worker == model
+
+
 def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
     """A real (short) MetaSchedule run with the XGBoost model; then a compile from the same database measures
     nothing, validates against onnxruntime, and picks the same kernels each time."""
