@@ -197,9 +197,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     check_destination(outdir, args.force)
     options = dict(input_shapes=parse_input_shapes(args.input_shape), opt_level=args.opt_level,
-                   validate=not args.no_validate, winograd=not args.no_winograd, atol=args.atol, rtol=args.rtol, tune_trials=args.tune,
-                   tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db, device=_device(args),
-                   cross_compiler=args.cross_compiler, precision=args.precision, **_quantize_options(args))
+                   validate=not args.no_validate, winograd=not args.no_winograd, atol=args.atol, rtol=args.rtol,
+                   tune_trials=args.tune, tune_time_budget_s=_duration(args.time_budget), tuning_db=args.db,
+                   device=_device(args), cross_compiler=args.cross_compiler, precision=args.precision,
+                   **_quantize_options(args))
     if args.tune < 0:
         raise UserError(f"--tune {args.tune} must be a positive number of trials")
     if args.inputs:
