@@ -202,7 +202,7 @@ def compile(model: Any, target: str | Target = "host", progress: Progress | None
     if tiling_tuner is not None:  # the accelerator's layers were tiled from the records while quantizing
         tuning = {"skipped_damaged_lines": tiling_tuner.db.skipped_lines, **tiling_tuner.result().to_dict()}
     elif opts.tune_trials or opts.tune_time_budget_s is not None or opts.tuning_db is not None:
-        lowered, tuning = _tune_and_apply(passed.mod, target, opts, timed, say)
+        lowered, tuning = _tune_and_apply(passed.mod, target, opts, imported.signature, timed, say)
     scheduled, rules = timed("schedule", lambda: target.schedule(lowered))
     if tuning is not None:
         rules.update({name: "MetaSchedule record" for name in tuning.get("kernels_from_records", [])})
@@ -274,15 +274,40 @@ def _check_precision(opts: CompileOptions, target: Target) -> None:
                         "pick one")
 
 
-def _host_runner(mod: Any) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
-    """`mod` (after the pass pipeline) built, exported and loaded on the host CPU: a function running it.
-    The library's temporary folder lives as long as the function."""
-    host = get_target("host")
-    folder = tempfile.TemporaryDirectory(prefix="edgetune-host-")
+def _loaded(target: Target, mod: Any) -> tuple[tempfile.TemporaryDirectory, Session]:
+    """`mod` (after the pass pipeline) scheduled, built, exported and loaded on this machine; the session
+    needs the library's temporary folder to live as long as it."""
+    folder = tempfile.TemporaryDirectory(prefix="edgetune-build-")
     library = Path(folder.name) / LIBRARY
-    host.export(host.build(host.schedule(mod)[0]), library)
-    session = host.load(library)
+    target.export(target.build(target.schedule(mod)[0]), library)
+    return folder, target.load(library)
+
+
+def _host_runner(mod: Any) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    """`mod` (after the pass pipeline) built and loaded on the host CPU: a function running it."""
+    host = get_target("host")
+    folder, session = _loaded(host, mod)
     return lambda arrays: (folder, host.run(session, arrays))[1]
+
+
+# Instrumented runs per build when records are checked inside the model (`autotune/verify.py`).
+IN_MODEL_RUNS = 40
+
+
+def _in_model_check(target: Target, device: RemoteDevice | None, signature: Signature
+                    ) -> Callable[[Sequence[Any]], list[dict[str, float]]] | None:
+    """The tuner's check of records inside the model (`autotune/verify.py`): for a CPU model run here, the
+    modules built here and run in turns on seeded random inputs. None where kernels cannot be timed inside a
+    model: on a remote device (its VM cannot be instrumented), or a GPU (launches return before kernels end)."""
+    if device is not None or target.device_type != "cpu" or not target.runs_locally:
+        return None
+    arrays = signature.check_feed(signature.random_feed(0))
+
+    def kernel_times(mods: Sequence[Any]) -> list[dict[str, float]]:
+        loaded = [_loaded(target, mod) for mod in mods]
+        return target.compare_kernels([session for _, session in loaded], arrays, IN_MODEL_RUNS)
+
+    return kernel_times
 
 
 def _check_against_cpu(cpu_twin: PassResult, feed: Mapping[str, np.ndarray], actual: list[np.ndarray]) -> dict:
@@ -368,7 +393,8 @@ def _realized(float_part: PassResult, pass_config: PassConfig, plan) -> PassResu
     return PassResult(rest.mod, float_part.records + rest.records)
 
 
-def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tuple[Any, dict]:
+def _tune_and_apply(mod, target: Target, opts: CompileOptions, signature: Signature, timed, say
+                    ) -> tuple[Any, dict]:
     """Tune (when a budget is given) into the database, then apply its winning records to `mod`."""
     from .autotune import TuneConfig, TuningDatabase, apply_best_records, tune
 
@@ -378,8 +404,9 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, timed, say) -> tu
     if opts.tune_trials or opts.tune_time_budget_s is not None:
         config = TuneConfig(trials=opts.tune_trials, time_budget_s=opts.tune_time_budget_s, seed=opts.seed)
         measuring = _measuring(target, opts.device, config)
+        check = _in_model_check(target, opts.device, signature)
         result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                                            **measuring))
+                                            kernel_times=check, **measuring))
         summary.update(result.to_dict())
     applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
     summary["kernels_from_records"] = names
@@ -420,7 +447,8 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
         return tiling.result()
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
-    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say, **measuring)
+    return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
+                kernel_times=_in_model_check(target, device, imported.signature), **measuring)
 
 
 def _measuring(target: Target, device: RemoteDevice | None, config: Any) -> dict[str, Any]:

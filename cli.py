@@ -253,10 +253,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         plot_curves({args.search: result.to_dict()["curve"]}, args.plot, f"tuning {args.model}")
     print(f"tuned {args.model}: {result.measured_now} candidates measured now in {result.seconds:.0f} s "
           f"(stopped by {result.stopped_by}); database {result.database}")
-    print(f"  {'trials':>6}  {'default ms':>10}  {'best ms':>9}  {'speedup':>7}  kernel")
+    print(f"  {'trials':>6}  {'default ms':>10}  {'best ms':>9}  {'speedup':>7}  {'rejected':>8}  kernel")
     for task in result.tasks:
         print(f"  {task.trials:6d}  {_ms(task.default_ms):>10}  {_ms(task.best_ms):>9}  "
-              f"{(f'{task.speedup:.2f}x' if task.speedup else '-'):>7}  {task.name}")
+              f"{(f'{task.speedup:.2f}x' if task.speedup else '-'):>7}  {task.rejected_in_model:8d}  {task.name}")
+    print("  (best and speedup: each kernel measured alone; rejected: records faster alone but not inside the "
+          "model)")
     return 0
 
 

@@ -29,6 +29,7 @@ from ..targets.base import target_to_json
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 BASELINES = "baselines.json"  # edgetune's own: each workload's latency under the default schedule
+IN_MODEL = "in_model.json"  # edgetune's own: records timed inside a model against the default (verify.py)
 KEY = "key.json"
 
 
@@ -105,8 +106,23 @@ class Baseline:
     seconds: float
 
 
+@dataclass
+class Verdict:
+    """A record timed inside a model against the kernel's default schedule in the same model."""
+
+    task: str
+    record: str  # `record_key` of the record judged
+    record_seconds: float  # per inference, in the model
+    default_seconds: float
+
+    @property
+    def accepted(self) -> bool:
+        return self.record_seconds < self.default_seconds
+
+
 class TuningDatabase:
-    """A keyed folder of MetaSchedule records for one target, plus the default schedules' latencies."""
+    """A keyed folder of MetaSchedule records for one target, plus the default schedules' latencies and the
+    records' verdicts inside models."""
 
     def __init__(self, root: str | Path | None, target: tvm.target.Target):
         """`root`: the database folder (None: the user's cache, `default_root()`)."""
@@ -122,25 +138,45 @@ class TuningDatabase:
         except RuntimeError as exc:
             raise UserError(f"the tuning database {self.folder} cannot be read ({str(exc).splitlines()[-1]}); "
                             "move it away or pass another --db DIR") from None
-        self.baselines = self._load_baselines()
+        baselines = self._load(BASELINES, "default schedules will be measured again")
+        verdicts = self._load(IN_MODEL, "records will be checked inside the model again")
+        try:
+            self.baselines = {key: Baseline(**value) for key, value in baselines.items()}
+            self.verdicts = {key: [Verdict(**v) for v in values] for key, values in verdicts.items()}
+        except TypeError:
+            warnings.warn(f"tuning database {self.folder}: unreadable entries in {BASELINES} or {IN_MODEL}; "
+                          "both start again", stacklevel=2)
+            self.baselines, self.verdicts = {}, {}
 
-    def _load_baselines(self) -> dict[str, Baseline]:
-        path = self.folder / BASELINES
+    def _load(self, name: str, consequence: str) -> dict:
+        path = self.folder / name
         try:
             raw = json.loads(path.read_text()) if path.exists() else {}
-            return {key: Baseline(**value) for key, value in raw.items()}
-        except (ValueError, TypeError):
-            warnings.warn(f"tuning database {self.folder}: {BASELINES} is damaged; default schedules will be "
-                          "measured again", stacklevel=2)
-            return {}
+            if isinstance(raw, dict):
+                return raw
+        except ValueError:
+            pass
+        warnings.warn(f"tuning database {self.folder}: {name} is damaged; {consequence}", stacklevel=3)
+        return {}
+
+    def _save(self, name: str, table: dict) -> None:
+        write_atomically(self.folder / name, json.dumps(table, indent=1, sort_keys=True) + "\n")
 
     def save_baseline(self, mod: tvm.IRModule, baseline: Baseline) -> None:
         self.baselines[workload_key(mod)] = baseline
-        text = json.dumps({k: vars(v) for k, v in sorted(self.baselines.items())}, indent=1)
-        write_atomically(self.folder / BASELINES, text + "\n")
+        self._save(BASELINES, {k: vars(v) for k, v in self.baselines.items()})
 
     def baseline(self, mod: tvm.IRModule) -> Baseline | None:
         return self.baselines.get(workload_key(mod))
+
+    def save_verdict(self, mod: tvm.IRModule, verdict: Verdict) -> None:
+        self.verdicts.setdefault(workload_key(mod), []).append(verdict)
+        self._save(IN_MODEL, {k: [vars(v) for v in values] for k, values in self.verdicts.items()})
+
+    def verdict(self, mod: tvm.IRModule, record: ms.database.TuningRecord) -> Verdict | None:
+        """The latest verdict on `record` inside a model, if it was judged."""
+        key = record_key(record)
+        return next((v for v in reversed(self.verdicts.get(workload_key(mod), [])) if v.record == key), None)
 
     def records(self, mod: tvm.IRModule) -> list[ms.database.TuningRecord]:
         """Every record measured for `mod`'s workload (failed candidates included)."""
@@ -149,14 +185,12 @@ class TuningDatabase:
         workload = self.ms.commit_workload(mod)
         return [r for r in self.ms.get_all_tuning_records() if r.workload.same_as(workload)]
 
-    def best(self, mod: tvm.IRModule) -> tuple[ms.database.TuningRecord, float] | None:
-        """The fastest valid record for `mod` and its mean latency in seconds (ties: first measured)."""
+    def fastest(self, mod: tvm.IRModule, k: int) -> list[tuple[ms.database.TuningRecord, float]]:
+        """Up to `k` valid records for `mod`, fastest first (ties: first measured), with their mean seconds."""
         if not self.ms.has_workload(mod):
-            return None
-        top = self.ms.get_top_k(self.ms.commit_workload(mod), 1)
-        if not top or not top[0].run_secs:
-            return None
-        return top[0], mean_seconds(top[0].run_secs)
+            return []
+        top = self.ms.get_top_k(self.ms.commit_workload(mod), k)
+        return [(record, mean_seconds(record.run_secs)) for record in top if record.run_secs]
 
 
 def mean_seconds(run_secs) -> float:
@@ -166,3 +200,8 @@ def mean_seconds(run_secs) -> float:
 
 def workload_key(mod: tvm.IRModule) -> str:
     return f"{tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def record_key(record: ms.database.TuningRecord) -> str:
+    """A record's schedule (its trace, with every sampling decision), as a short hash."""
+    return hashlib.sha256(json.dumps(record.trace.as_json(), default=str).encode()).hexdigest()[:16]

@@ -1,12 +1,12 @@
-"""MetaSchedule tuning of a Relax module after edgetune's passes, and applying the best records to it.
+"""MetaSchedule tuning of a Relax module after edgetune's passes.
 
 Tasks are the fused TIR kernels of the module as the pass pipeline leaves it, so tuning and compiling see the
 same kernels and records always match. Each task's default schedule (the CPU rules) is measured once with the
-same builder and runner as the candidates; a tuned record is used only where it beats that baseline, and every
-kernel without a better record keeps its default schedule. The trial budget counts the records already in the
-database for these tasks, so an interrupted run continues toward the same budget and a run whose budget is
-already spent measures nothing.
-"""
+same builder and runner as the candidates; a record is used only where it beats that baseline (`records.py`)
+and, for a model that runs on this machine, where it is also faster inside the model (`verify.py`); every
+other kernel keeps its default schedule. The trial budget counts the records already in the database for
+these tasks, so an interrupted run continues toward the same budget and a run whose budget is already spent
+measures nothing."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import tvm
-from tvm import relax
 from tvm.ir.utils import derived_object
-from tvm.s_tir import analysis as s_tir_analysis
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import UserError
-from .database import Baseline, TuningDatabase, mean_seconds
+from .database import Baseline, TuningDatabase, Verdict, mean_seconds, workload_key
 from .measure import local_builder, local_runner
+from .records import current_seconds, extract_tasks, winning_record
+from .verify import KernelTimes, verify_records
 
 
 # How candidates are chosen: MetaSchedule's evolutionary search ranked by its XGBoost cost model (the
@@ -67,6 +67,7 @@ class TaskSummary:
     default_ms: float | None
     best_ms: float | None
     uses_record: bool
+    rejected_in_model: int = 0  # records that won alone and lost inside the model (`verify.py`)
 
     @property
     def speedup(self) -> float | None:
@@ -77,7 +78,8 @@ class TaskSummary:
     def to_dict(self) -> dict:
         return {"task": self.name, "weight": self.weight, "trials": self.trials,
                 "default_ms": _round(self.default_ms), "best_ms": _round(self.best_ms),
-                "uses_record": self.uses_record, "speedup": _round(self.speedup)}
+                "uses_record": self.uses_record, "speedup": _round(self.speedup),
+                "rejected_in_model": self.rejected_in_model}
 
 
 @dataclass
@@ -101,6 +103,7 @@ class TuneResult:
     # the same estimate from searched candidates only (no default schedule): how fast the search itself
     # improves, which the curve above hides while the defaults are still the better schedules
     search_curve: list[CurvePoint] = field(default_factory=list)
+    in_model: list[Verdict] = field(default_factory=list)  # records checked inside the model in this run
 
     def to_dict(self) -> dict:
         def points(curve: list[CurvePoint]) -> list:
@@ -108,7 +111,8 @@ class TuneResult:
 
         return {"database": self.database, "measured_now": self.measured_now, "stopped_by": self.stopped_by,
                 "seconds": round(self.seconds, 1), "tasks": [t.to_dict() for t in self.tasks],
-                "curve": points(self.curve), "search_curve": points(self.search_curve)}
+                "curve": points(self.curve), "search_curve": points(self.search_curve),
+                "in_model": [{**vars(v), "accepted": v.accepted} for v in self.in_model]}
 
 
 def _round(value: float | None) -> float | None:
@@ -131,21 +135,6 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise UserError(f"--time-budget {text!r} must be positive")
     return total
-
-
-def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[ms.ExtractedTask]:
-    """The tunable kernels of `mod` (after the pass pipeline), most floating-point work first, so that a small
-    budget goes where the time is."""
-    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
-             if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
-    return sorted(tasks, key=lambda t: -int(t.weight) * _flops(t.dispatched[0]))
-
-
-def _flops(mod: tvm.IRModule) -> float:
-    try:
-        return float(s_tir_analysis.estimate_tir_flops(mod))
-    except RuntimeError:
-        return 1.0
 
 
 def _tune_context(task: ms.ExtractedTask, seed: int, search: str) -> ms.TuneContext:
@@ -290,12 +279,20 @@ def _device_type(target: tvm.target.Target) -> str:
     return "cpu" if target.kind.name == "llvm" else target.kind.name
 
 
+# With a time budget and a model to check the records in, the search stops this much early (a share of the
+# budget, at most the seconds below) for the check: ResNet-50's two builds and runs take about 20 s a round.
+VERIFY_SHARE, VERIFY_MAX_S = 0.1, 60.0
+
+
 def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, config: TuneConfig,
          schedule: Callable[[tvm.IRModule], tvm.IRModule], report: Callable[[str], None] | None = None,
-         builder: ms.Builder | None = None, runner: ms.Runner | None = None) -> TuneResult:
+         builder: ms.Builder | None = None, runner: ms.Runner | None = None,
+         kernel_times: KernelTimes | None = None) -> TuneResult:
     """Tune the kernels of `mod` into `db` within `config`'s budget and summarise every task.
 
-    `schedule` gives a one-kernel module its default schedule (the baseline a record must beat)."""
+    `schedule` gives a one-kernel module its default schedule (the baseline a record must beat). Given
+    `kernel_times` (the model runs on this machine), each winning record is then timed inside the model against
+    the default schedule and kept only if faster there (`verify.py`), within the same budget."""
     say = report or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
     tasks = extract_tasks(mod, target)
@@ -303,9 +300,19 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, confi
         return TuneResult(str(db.folder), 0, stopped_by="no tunable kernels")
     builder = builder or local_builder(config.builder_timeout_s)
     runner = runner or local_runner(config.runner_timeout_s)
+    deadline = search_deadline = None
+    if config.time_budget_s is not None:
+        deadline = search_deadline = started + config.time_budget_s
+        if kernel_times is not None:
+            search_deadline -= min(VERIFY_SHARE * config.time_budget_s, VERIFY_MAX_S)
     say(f"tuning {len(tasks)} kernels into {db.folder}")
     with _quiet_meta_schedule():
-        return _tune(tasks, target, db, config, schedule, say, builder, runner, started)
+        result = _search(tasks, target, db, config, schedule, say, builder, runner, started, search_deadline)
+    if kernel_times is not None:
+        result.in_model = verify_records(mod, target, db, kernel_times, say, deadline)
+    result.tasks = [summarise(t, db) for t in tasks]
+    result.seconds = time.monotonic() - started
+    return result
 
 
 @contextlib.contextmanager
@@ -320,11 +327,11 @@ def _quiet_meta_schedule():
         logger.setLevel(level)
 
 
-def _tune(tasks, target, db, config, schedule, say, builder, runner, started) -> TuneResult:
+def _search(tasks, target, db, config, schedule, say, builder, runner, started, deadline) -> TuneResult:
+    """Measure the default schedules, then search until the trial budget or `deadline`."""
     _measure_defaults(tasks, target, db, schedule, builder, runner, say)
     done = sum(len(db.records(t.dispatched[0])) for t in tasks)
     remaining = config.trials - done if config.trials else 1 << 30
-    deadline = started + config.time_budget_s if config.time_budget_s is not None else None
     measured_now, stopped_by, curve, search_curve = 0, "budget", [], []
     if remaining <= 0:
         say(f"the database already holds {done} trials for these kernels (budget {config.trials}): "
@@ -336,7 +343,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
         per_round = config.trials_per_round or _batch_size(config, remaining, len(tasks), deadline)
         contexts = [_tune_context(task, config.seed + index, config.search) for index, task in enumerate(tasks)]
         weights = [float(task.weight) for task in tasks]
-        starting = [_current_seconds(t.dispatched[0], db) for t in tasks]
+        starting = [current_seconds(t.dispatched[0], db) for t in tasks]
         progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say, weights,
                              starting, started)
         try:
@@ -352,10 +359,7 @@ def _tune(tasks, target, db, config, schedule, say, builder, runner, started) ->
             stopped_by = "time budget"
         measured_now = progress.done
         curve, search_curve = progress.curve, progress.search_curve
-    result = TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve, search_curve=search_curve)
-    result.tasks = [summarise(t, db) for t in tasks]
-    result.seconds = time.monotonic() - started
-    return result
+    return TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve, search_curve=search_curve)
 
 
 def _batch_size(config: TuneConfig, remaining: int, tasks: int, deadline: float | None) -> int:
@@ -370,56 +374,10 @@ def _batch_size(config: TuneConfig, remaining: int, tasks: int, deadline: float 
     return int(max(2, min(16, 0.25 * left / tasks)))
 
 
-# A record replaces a kernel's default schedule only when measured this much faster. The best of hundreds of
-# noisy measurements is biased low against the one measurement of the default (the winner's curse), and a
-# kernel measured alone runs with its weights in cache: ResNet-50 tuned for 30 minutes took records for 18 of
-# its 29 kernels that each beat the default alone, and ran 7% slower than untuned (20.29 vs 18.93 ms).
-MIN_GAIN = 0.05
-
-
-def _winning_record(kernel: tvm.IRModule, db: TuningDatabase) -> tuple[ms.database.TuningRecord, float] | None:
-    """The kernel's best record and its seconds, if it beats the default schedule by `MIN_GAIN` (or no
-    default was measured)."""
-    best, baseline = db.best(kernel), db.baseline(kernel)
-    if best is None or (baseline is not None and best[1] > (1 - MIN_GAIN) * baseline.seconds):
-        return None
-    return best
-
-
-def _current_seconds(kernel: tvm.IRModule, db: TuningDatabase) -> float | None:
-    """Seconds of the schedule a compile would use for `kernel` now: the winning record or the default."""
-    winner, baseline = _winning_record(kernel, db), db.baseline(kernel)
-    return winner[1] if winner else (baseline.seconds if baseline else None)
-
-
 def summarise(task: ms.ExtractedTask, db: TuningDatabase) -> TaskSummary:
     kernel = task.dispatched[0]
-    baseline, winner = db.baseline(kernel), _winning_record(kernel, db)
+    baseline, winner = db.baseline(kernel), winning_record(kernel, db)
     default_ms = baseline.seconds * 1e3 if baseline else None
     return TaskSummary(task.task_name, int(task.weight), len(db.records(kernel)), default_ms,
-                       winner[1] * 1e3 if winner else default_ms, winner is not None)
-
-
-def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase
-                       ) -> tuple[tvm.IRModule, list[str]]:
-    """Replace each kernel whose best record beats its default schedule; returns the module and their names.
-
-    Only the winning records go into the in-memory database that MetaSchedule applies, so the choice is
-    deterministic: the same database always yields the same kernels, and nothing is measured."""
-    winners = ms.database.MemoryDatabase()
-    for task in extract_tasks(mod, target):
-        winner = _winning_record(task.dispatched[0], db)
-        if winner is not None:
-            record = winner[0]
-            workload = winners.commit_workload(task.dispatched[0])
-            winners.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, record.run_secs,
-                                                                  target, record.args_info))
-    before = {gvar.name_hint: func for gvar, func in mod.functions_items()}
-    with target, winners, tvm.transform.PassContext(opt_level=3):
-        applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    changed = []
-    for gvar, func in applied.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc) and not func.same_as(before.get(gvar.name_hint)):
-            applied[gvar] = func.with_attr("tirx.is_scheduled", True)
-            changed.append(gvar.name_hint)
-    return applied, sorted(changed)
+                       winner[1] * 1e3 if winner else default_ms, winner is not None,
+                       sum(1 for v in db.verdicts.get(workload_key(kernel), []) if not v.accepted))

@@ -59,6 +59,7 @@ def bench_model(name: str, budget_s: float, threads: int, say) -> dict:
             "kernels_from_records": len(tuning.get("kernels_from_records", [])),
             "tasks": len(tasks), "tasks_with_records": sum(1 for t in tasks if t.get("best_ms") is not None),
             "trials": sum(int(t.get("trials", 0)) for t in tasks), "median_ms": medians, "per_task": tasks,
+            "checked_in_model": tuned.metadata["tuning"].get("in_model", []),
             "tuned_over_onnxruntime": medians["tuned"] / medians["onnxruntime"],
             "untuned_over_onnxruntime": medians["untuned"] / medians["onnxruntime"]}
 
@@ -82,13 +83,16 @@ def main() -> None:
     for name in args.models:
         results.append(bench_model(name, args.budget_minutes * 60, args.threads, say))
         rows = [f"| {r['model']} | {r['trials']} | {r['tasks_with_records']}/{r['tasks']} | "
+                f"{sum(1 for v in r['checked_in_model'] if not v['accepted'])}/{len(r['checked_in_model'])} | "
+                f"{r['kernels_from_records']} | "
                 f"{r['median_ms']['untuned']:.2f} | {r['median_ms']['tuned']:.2f} | {r['median_ms']['onnxruntime']:.2f} | "
                 f"{r['tuned_over_onnxruntime']:.2f} | {r['build_s']:.1f} | {r['recompile_s']:.1f} | "
                 f"{'yes' if r['same_kernels_twice'] else 'NO'} |" for r in results]
         table = "\n".join([
             f"{args.budget_minutes:g}-minute budget, {args.threads} thread(s), times in ms (medians, interleaved)",
-            "| model | trials | tasks with records | untuned | tuned | onnxruntime | tuned / ort | build s | "
-            "recompile from db s | same kernels twice |", "|---|---|---|---|---|---|---|---|---|---|", *rows])
+            "| model | trials | tasks with records | rejected inside the model | records used | untuned | tuned | "
+            "onnxruntime | tuned / ort | build s | recompile from db s | same kernels twice |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows])
         write_report(args.out, {"machine": f"{platform.machine()} ({platform.processor()})",
                                 "results": results, "table": table})
 

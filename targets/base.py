@@ -21,7 +21,7 @@ from tvm import relax
 
 from ..errors import UserError
 from .cpu_schedule import schedule_cpu, vector_lanes
-from .profiling import KernelTimer, LatencyReport, ProfileConfig, measure
+from .profiling import KernelTimer, LatencyReport, ProfileConfig, kernel_medians, measure
 
 
 @dataclass
@@ -147,6 +147,15 @@ class Target(abc.ABC):
             with session.request():
                 args = self._to_device(session, arrays)
             return measure(session, args, config)
+
+    def compare_kernels(self, sessions: Sequence[Session], arrays: Sequence[np.ndarray], repeat: int
+                        ) -> list[dict[str, float]]:
+        """Builds of one model run in turns, every kernel call timed: per session, each kernel's median seconds
+        per inference. Only for sessions whose VM can be instrumented (not a remote device)."""
+        for session in sessions:
+            if session.kernels_skipped or session.kernel_timer is not None:
+                raise UserError(f"kernels cannot be timed inside the model on {session.device_name}")
+        return kernel_medians([(s, self._to_device(s, arrays)) for s in sessions], repeat)
 
     @staticmethod
     def _to_device(session: Session, arrays: Sequence[np.ndarray]) -> list[Any]:

@@ -253,21 +253,31 @@ def _isolated_breakdown(kernel_timer: KernelTimer, runs: int, report: LatencyRep
     report.kernels = _ranked([(name, "kernel", calls, calls * seconds, seconds) for name, calls, seconds in timed])
 
 
-def _breakdown(vm: Any, main: Any, args: Sequence[Any], runs: int, report: LatencyReport) -> None:
-    totals: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    started: list[float] = []
+class _CallTimer:
+    """Times every call a VM makes (its instrument protocol): seconds and calls per function name."""
 
-    def on_call(func, name, before_run, ret, *call_args):  # VM instrument protocol; 0 = continue
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._started: list[float] = []
+
+    def __call__(self, func, name, before_run, ret, *call_args) -> int:  # 0 = continue
         now = time.perf_counter()
         if before_run:
-            started.append(now)
+            self._started.append(now)
         else:
-            totals[name] += now - started.pop()
-            calls[name] += 1
+            self.seconds[name] += now - self._started.pop()
+            self.calls[name] += 1
         return 0
 
-    vm.set_instrument(on_call)
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def _breakdown(vm: Any, main: Any, args: Sequence[Any], runs: int, report: LatencyReport) -> None:
+    timer = _CallTimer()
+    vm.set_instrument(timer)
     try:
         elapsed = 0.0
         for _ in range(runs):
@@ -279,8 +289,31 @@ def _breakdown(vm: Any, main: Any, args: Sequence[Any], runs: int, report: Laten
     report.kernel_runs = runs
     report.end_to_end_ms = elapsed * 1e3 / runs
     report.kernels = _ranked([(name, "builtin" if name.startswith(BUILTIN_PREFIXES) else "kernel",
-                               calls[name] // runs, totals[name] / runs, totals[name] / calls[name])
-                              for name in totals])
+                               timer.calls[name] // runs, timer.seconds[name] / runs,
+                               timer.seconds[name] / timer.calls[name]) for name in timer.seconds])
+
+
+def kernel_medians(runs: Sequence[tuple["Session", Sequence[Any]]], repeat: int) -> list[dict[str, float]]:
+    """For each (session, arguments): every compiled kernel's median seconds per inference over `repeat`
+    instrumented runs. The sessions take turns run by run, so that a change in the machine's load falls on
+    all of them alike and their kernels can be compared with each other."""
+    samples: list[dict[str, list[float]]] = [defaultdict(list) for _ in runs]
+    timers = [_CallTimer() for _ in runs]
+    for (session, args), timer in zip(runs, timers):
+        session.vm["main"](*args)  # warm-up, uninstrumented
+        session.vm.set_instrument(timer)
+    try:
+        for _ in range(repeat):
+            for (session, args), timer, kept in zip(runs, timers, samples):
+                timer.reset()
+                session.vm["main"](*args)
+                for name, seconds in timer.seconds.items():
+                    if not name.startswith(BUILTIN_PREFIXES):
+                        kept[name].append(seconds)
+    finally:
+        for session, _ in runs:
+            session.vm.set_instrument(None)
+    return [{name: float(np.median(values)) for name, values in kept.items()} for kept in samples]
 
 
 def _ranked(rows: list[tuple[str, str, int, float, float]]) -> list[KernelStat]:

@@ -14,7 +14,9 @@ import pytest
 import tvm
 
 import edgetune
-from edgetune.autotune import TuneConfig, TuningDatabase, parse_duration, repair_database, target_key
+from edgetune.autotune import (TuneConfig, TuningDatabase, extract_tasks, parse_duration, repair_database,
+                               target_key)
+from edgetune.autotune.database import record_key
 from edgetune.errors import UserError
 from edgetune.targets import get_target
 
@@ -104,6 +106,46 @@ def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
         damaged = edgetune.compile(model, tuning_db=tmp_path)
     assert any("damaged" in str(w.message) for w in caught)
     assert damaged.metadata["tuning"]["skipped_damaged_lines"] == 1 and damaged.validation.passed
+    # every record the compiles use was timed inside the model and found faster there than the default
+    db = TuningDatabase(tmp_path, get_target("host").tvm_target())
+    accepted = {v.task for verdicts in db.verdicts.values() for v in verdicts if v.accepted}
+    assert set(first.metadata["tuning"]["kernels_from_records"]) <= accepted
+    assert {v["task"] for v in tuning["in_model"]} <= {t["task"] for t in tuning["tasks"]}
+
+
+def test_records_slower_inside_the_model_are_rejected_for_good(tmp_path):
+    """The check inside the model (autotune/verify.py) decides from the kernels' in-model times: here every
+    record is made to win alone (a slow default recorded in the database) and to lose inside the model (the
+    times given), so each one checked is rejected, the verdicts outlive the process, and no rejected record is
+    applied again."""
+    from edgetune.api import run_pipeline, tune_model
+    from edgetune.autotune.database import Baseline
+    from edgetune.autotune.records import winning_record
+    from edgetune.autotune.verify import verify_records
+
+    model = conv_net(channels=16, size=12)
+    target = get_target("host").tvm_target()
+    tune_model(model, "host", TuneConfig(trials=8, trials_per_round=4), tmp_path)
+    mod = run_pipeline(model).mod
+    tasks = extract_tasks(mod, target)
+    db = TuningDatabase(tmp_path, target)
+    for task in tasks:
+        db.save_baseline(task.dispatched[0], Baseline(task.task_name, 1.0))
+    db.verdicts.clear()
+    rounds = []
+
+    def slower_inside(mods):
+        rounds.append(len(mods))
+        return [{t.task_name: 1e-3 for t in tasks}, {t.task_name: 2e-3 for t in tasks}]
+
+    verdicts = verify_records(mod, target, db, slower_inside, lambda _line: None)
+    assert verdicts and not any(v.accepted for v in verdicts) and rounds[0] == 2 and len(rounds) <= 3
+    reloaded = TuningDatabase(tmp_path, target)
+    rejected = {(v.task, v.record) for v in verdicts}
+    for task in tasks:
+        winner = winning_record(task.dispatched[0], reloaded)
+        assert winner is None or (task.task_name, record_key(winner[0])) not in rejected
+    assert sum(len(v) for v in reloaded.verdicts.values()) == len(verdicts)
 
 
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
