@@ -71,7 +71,14 @@ def pack_int8_kernel(kernel: te.Tensor) -> te.Tensor:
     )
 
 
-def conv2d_nchwc_int8(data: te.Tensor, packed: te.Tensor, strides, padding, dilation) -> te.Tensor:
+# The integer conv's block names: uint8 activations known to use 7 bits (the "uint7" scheme) are named apart,
+# since only for them may an x86 CPU without VNNI use `vpmaddubsw`, whose int16 pair sums saturate on full
+# bytes (`targets.dot_intrinsics`).
+INT8_CONV, UINT7_CONV = "conv2d_nchwc_int8", "conv2d_nchwc_uint7"
+
+
+def conv2d_nchwc_int8(data: te.Tensor, packed: te.Tensor, strides, padding, dilation, name: str = INT8_CONV
+                      ) -> te.Tensor:
     """`conv2d_nchwc` on 8-bit data and a `pack_int8_kernel` kernel, accumulating in int32; the innermost
     reduction is the 4-channel dot group."""
     batch, in_chunks, _, _, _ = (int(d) for d in data.shape)
@@ -89,7 +96,7 @@ def conv2d_nchwc_int8(data: te.Tensor, packed: te.Tensor, strides, padding, dila
             * packed[oc, ic, kh, kw, ig, ob, ii].astype("int32"),
             axis=[ic, kh, kw, ig, ii],
         ),
-        name="conv2d_nchwc_int8",
+        name=name,
     )
 
 
@@ -137,7 +144,7 @@ def _winograd_conv2d(bb: relax.BlockBuilder, call: relax.Call, m: int) -> relax.
                       primfunc_name_hint="winograd_output", primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
 
 
-def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool) -> relax.Expr:
+def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool, seven_bit: bool) -> relax.Expr:
     attrs = call.attrs
     data, kernel = call.args
     in_block = _data_block(attrs.data_layout, int(data.ty.shape[1]))
@@ -150,9 +157,10 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool) -> rel
     stem = attrs.data_layout == "NCHW"
     if data.ty.dtype in ("uint8", "int8") and out_dtype == "int32" and in_block % DOT_GROUP == 0:
         packed = bb.emit_te(pack_int8_kernel, kernel, primfunc_name_hint="pack_int8_kernel")  # constant-folded
+        name = UINT7_CONV if seven_bit and data.ty.dtype == "uint8" else INT8_CONV
         return bb.call_te(lambda d, k: conv2d_nchwc_int8(_as_one_block(d) if stem else d, k, attrs.strides,
-                                                         attrs.padding, attrs.dilation),
-                          data, packed, primfunc_name_hint="conv2d_nchwc_int8")
+                                                         attrs.padding, attrs.dilation, name),
+                          data, packed, primfunc_name_hint=INT8_CONV)
     tile = _winograd_tile(call, out_dtype) if use_winograd else None
     if tile is not None:
         return _winograd_conv2d(bb, call, tile)
@@ -161,7 +169,8 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool) -> rel
                       data, kernel, primfunc_name_hint="conv2d_nchwc")
 
 
-def legalize_map(use_winograd: bool = False) -> dict[str, object]:
+def legalize_map(use_winograd: bool = False, seven_bit_activations: bool = False) -> dict[str, object]:
     """Custom legalizations for `relax.transform.LegalizeOps`; other operators use TVM's. `use_winograd`:
-    eligible 3x3 convs as Winograd transforms and a batched GEMM (`passes.winograd`)."""
-    return {"relax.nn.conv2d": lambda bb, call: _conv2d(bb, call, use_winograd)}
+    eligible 3x3 convs as Winograd transforms and a batched GEMM (`passes.winograd`).
+    `seven_bit_activations`: the module's uint8 activations hold 7 bits (`UINT7_CONV`)."""
+    return {"relax.nn.conv2d": lambda bb, call: _conv2d(bb, call, use_winograd, seven_bit_activations)}

@@ -80,6 +80,12 @@ def _winograd(config: PassConfig) -> bool:
     return config.winograd and config.opt_level >= 2 and _blocked(config)
 
 
+def _seven_bit(config: PassConfig) -> bool:
+    """The quantized module's uint8 activations hold 7 bits (the "uint7" scheme of x86 CPUs without VNNI)."""
+    plan = config.quant_plan
+    return plan is not None and bool(plan.inputs) and all(q.bits <= 7 for q in plan.inputs.values())
+
+
 def _blocked(config: PassConfig) -> bool:
     """edgetune's passes on a target with a channel block: the CPUs, whose own rules schedule the blocked
     convs and what the CPU-only stages make (merged prologues, dense + softmax kernels)."""
@@ -130,7 +136,7 @@ STAGES: tuple[Stage, ...] = (
           "prepack weights into the blocked layout at compile time", _blocked),
     Stage("ToMixedPrecision", lambda c: relax.transform.ToMixedPrecision(out_dtype="float32"), 0,
           "float16 compute with float32 accumulation (--precision fp16)", _half),
-    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map(_winograd(c))), 0,
+    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map(_winograd(c), _seven_bit(c))), 0,
           "Relax operators to TIR functions (edgetune's lowering for blocked conv2d; Winograd for 3x3 convs at "
           "level 2 and above)"),
     Stage("AnnotateTIROpPattern", lambda c: relax.transform.AnnotateTIROpPattern(), 1, "op patterns for fusion"),

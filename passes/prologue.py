@@ -18,10 +18,11 @@ import tvm
 from tvm import relax, s_tir
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
+from .legalize import INT8_CONV, UINT7_CONV
 from .rewrite import ChainFuser, replace_with_kernels
 
 # The conv blocks whose schedules (`targets.cpu_schedule`) compute producer stages before the reduction.
-CONV_BLOCKS = ("conv2d_nchwc", "conv2d_nchwc_int8", "conv2d_nchw", "group_conv2d_nchw")
+CONV_BLOCKS = ("conv2d_nchwc", INT8_CONV, UINT7_CONV, "conv2d_nchw", "group_conv2d_nchw")
 
 
 @dataclass

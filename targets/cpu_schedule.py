@@ -19,6 +19,7 @@ from tvm.target import Target
 from tvm.target import codegen
 from tvm.target.codegen import llvm_get_vector_width
 
+from ..passes.legalize import INT8_CONV, UINT7_CONV
 from .dot_intrinsics import GROUP, dot_intrinsic
 from .rules import apply_rules
 
@@ -304,12 +305,13 @@ class Conv2dNCHWcInt8(_BlockedConv):
     not fast). The requantize epilogue runs per tile.
     """
 
-    block_names = ("conv2d_nchwc_int8",)
+    block_names = (INT8_CONV, UINT7_CONV)
 
     def __init__(self, lanes: int, target: Target, max_ow_tile: int = 14):
         super().__init__(lanes)
         self.max_ow_tile = max_ow_tile
-        self.intrinsics = {dtype: dot_intrinsic(target, dtype) for dtype in ("uint8", "int8")}
+        self.intrinsics = {(dtype, seven_bit): dot_intrinsic(target, dtype, seven_bit)
+                           for dtype in ("uint8", "int8") for seven_bit in (False, True)}
 
     def schedule(self, sch: s_tir.Schedule, infos: list[SBlockInfo]) -> s_tir.Schedule | None:
         found = self._loops(sch, infos)
@@ -322,8 +324,9 @@ class Conv2dNCHWcInt8(_BlockedConv):
         sch.reorder(*outer, ow_o, *reduction, ow_i, oc_block, dot)
         self.parallel(sch, outer)
         sch.unroll(ow_i)
-        data = [r.source for r in sch.get(block).reads if len(r.source.shape) == 5 and r.source.dtype in self.intrinsics]
-        intrinsic = self.intrinsics.get(str(data[0].dtype)) if data else None
+        data = [r.source for r in sch.get(block).reads if len(r.source.shape) == 5]
+        seven_bit = sch.get(block).name_hint == UINT7_CONV
+        intrinsic = self.intrinsics.get((str(data[0].dtype), seven_bit)) if data else None
         use_dot = intrinsic is not None and _extent(sch, oc_block) == intrinsic.lanes
         if not use_dot:
             sch.unroll(dot)

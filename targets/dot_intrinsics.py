@@ -3,7 +3,8 @@
 One instruction multiplies 4 consecutive input bytes (broadcast) by a 4-byte group per output lane and adds
 the sums into the int32 lanes: x86 VNNI `vpdpbusd` (16 lanes, uint8 x int8) and ARM `sdot` (4 lanes, int8 x
 int8, `+dotprod`); x86 CPUs without VNNI take two (`pmaddubsw` + `pmaddwd`, AVX-512BW or AVX2), exact for
-7-bit activations (the "uint7" scheme). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
+7-bit activations (the "uint7" scheme; full bytes saturate the int16 pair sums, so they get plain vector
+code there). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
 now take byte vectors, not int32 vectors), and importing `tvm.s_tir.tensor_intrin` costs minutes, so
 edgetune registers its own. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
 matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
@@ -100,14 +101,16 @@ SDOT_I8I8 = _register("edgetune_sdot_i8i8i32_4x4", 4, "int8",
                       _implementation(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
-def dot_intrinsic(target: tvm.target.Target, data_dtype: str) -> DotIntrinsic | None:
-    """The dot-product intrinsic for `data_dtype` activations on `target`, or None (plain vector code)."""
+def dot_intrinsic(target: tvm.target.Target, data_dtype: str, seven_bit: bool = False) -> DotIntrinsic | None:
+    """The dot-product intrinsic for `data_dtype` activations on `target`, or None (plain vector code).
+    `seven_bit`: uint8 activations below 128, which `vpmaddubsw` multiplies exactly (full bytes saturate its
+    int16 pair sums, so they get VNNI or plain vector code)."""
     if target.kind.name != "llvm":
         return None
     triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
     if data_dtype == "uint8" and triple.startswith("x86"):
         for feature, intrinsic in (("avx512vnni", VNNI_U8I8), ("avx512bw", AVX512_U8I8), ("avx2", AVX2_U8I8)):
-            if codegen.target_has_features([feature], target):
+            if codegen.target_has_features([feature], target) and (seven_bit or intrinsic is VNNI_U8I8):
                 return intrinsic
     if data_dtype == "int8" and triple.startswith("aarch64") and "+dotprod" in list(target.attrs.get("mattr", [])):
         return SDOT_I8I8

@@ -21,6 +21,34 @@ def detect_cpu() -> str:
     return str(codegen.llvm_get_system_cpu())
 
 
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags as Linux lists them (/proc/cpuinfo), or None where it does not."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), None)
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+# Instruction-set extensions (LLVM's names) whose code faults on a CPU without them, as /proc/cpuinfo names them.
+_CPUINFO_NAMES = {"ssse3": "ssse3", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "popcnt": "popcnt", "avx": "avx",
+                  "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2",
+                  "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl",
+                  "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni",
+                  "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "amx-tile": "amx_tile",
+                  "amx-int8": "amx_int8", "amx-bf16": "amx_bf16"}
+
+
+def missing_instructions(mcpu: str) -> list[str]:
+    """Extensions that LLVM uses for the x86 core `mcpu` and this CPU lacks (none known elsewhere)."""
+    flags = cpu_flags()
+    if flags is None or platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    wanted = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    return sorted(name for name, flag in _CPUINFO_NAMES.items() if name in wanted and flag not in flags)
+
+
 _pool_threads: int | None = None
 
 
@@ -54,6 +82,10 @@ class HostTarget(CpuTarget):
     name = "host"
 
     def __init__(self, mcpu: str | None = None) -> None:
+        missing = missing_instructions(mcpu) if mcpu else []
+        if missing:
+            raise UserError(f"host code for mcpu {mcpu} uses {', '.join(missing)}, which this CPU "
+                            f"({detect_cpu()}) lacks: it would crash here; give an older core, or none for this one")
         self.mcpu = mcpu or detect_cpu()
         self.description = f"this machine's CPU ({platform.machine()}, LLVM mcpu={self.mcpu})"
 

@@ -117,6 +117,17 @@ def test_bad_options():
         edgetune.compile(two_outputs(), inputs={"a": np.zeros((2, 5), np.float32)})
 
 
+def test_host_code_this_cpu_cannot_run_is_refused():
+    """A host build for a newer core would crash at validation with SIGILL: it is a one-line error instead."""
+    from edgetune.targets.host import HostTarget, missing_instructions
+
+    newer = next((m for m in ("sapphirerapids", "skylake-avx512", "haswell") if missing_instructions(m)), None)
+    if newer is None:
+        pytest.skip("this CPU runs code for every core tried")
+    with pytest.raises(UserError, match=f"mcpu {newer} uses .*which this CPU .* lacks"):
+        HostTarget(newer)
+
+
 def test_stage_names_are_unique():
     names = [s.name for s in STAGES]
     assert len(names) == len(set(names))
