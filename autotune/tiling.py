@@ -131,10 +131,10 @@ class TilingSummary(TaskSummary):
     def of(cls, task: TilingTask, record: TilingRecord | None, tiling: Tiling, clock_mhz: float) -> "TilingSummary":
         """From the layer's record; None: no record, so the default tiling, not costed."""
         if record is None:
-            return cls(task.describe(), 1, 0, None, None, False, None, None, tiling)
+            return cls(task.describe(), 1, 0, None, None, False, 0, None, None, tiling)
         to_ms = 1e-3 / clock_mhz
         return cls(task.describe(), 1, record.evaluated, record.default_cycles * to_ms, record.cycles * to_ms,
-                   record.cycles < record.default_cycles, record.default_cycles, record.cycles, tiling)
+                   record.cycles < record.default_cycles, 0, record.default_cycles, record.cycles, tiling)
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "default_cycles": self.default_cycles, "best_cycles": self.best_cycles,

@@ -67,7 +67,7 @@ class TaskSummary:
     default_ms: float | None
     best_ms: float | None
     uses_record: bool
-    rejected_in_model: int = 0  # records that won alone and lost inside the model (`verify.py`)
+    rejected_in_model: int  # records that won alone and lost inside the model (`verify.py`)
 
     @property
     def speedup(self) -> float | None:
