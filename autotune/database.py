@@ -203,5 +203,10 @@ def workload_key(mod: tvm.IRModule) -> str:
 
 
 def record_key(record: ms.database.TuningRecord) -> str:
-    """A record's schedule (its trace, with every sampling decision), as a short hash."""
-    return hashlib.sha256(json.dumps(record.trace.as_json(), default=str).encode()).hexdigest()[:16]
+    """A record's schedule (its trace, with every sampling decision), as a short hash: the same for a record
+    just measured and the same record read back from the JSON file (where TVM's integer and float immediates
+    have become plain numbers)."""
+    def plain(value: object) -> object:
+        return value.value if isinstance(value, (tvm.tirx.IntImm, tvm.tirx.FloatImm)) else str(value)
+
+    return hashlib.sha256(json.dumps(record.trace.as_json(), default=plain).encode()).hexdigest()[:16]

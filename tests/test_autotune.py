@@ -117,18 +117,21 @@ def test_records_slower_inside_the_model_are_rejected_for_good(tmp_path):
     """The check inside the model (autotune/verify.py) decides from the kernels' in-model times: here every
     record is made to win alone (a slow default recorded in the database) and to lose inside the model (the
     times given), so each one checked is rejected, the verdicts outlive the process, and no rejected record is
-    applied again."""
-    from edgetune.api import run_pipeline, tune_model
+    applied again, also when read back from the files (the records judged are those just measured, whose
+    traces hold TVM immediates where the files hold plain numbers)."""
+    from edgetune.api import run_pipeline
     from edgetune.autotune.database import Baseline
     from edgetune.autotune.records import winning_record
     from edgetune.autotune.verify import verify_records
 
     model = conv_net(channels=16, size=12)
-    target = get_target("host").tvm_target()
-    tune_model(model, "host", TuneConfig(trials=8, trials_per_round=4), tmp_path)
+    host = get_target("host")
+    target = host.tvm_target()
     mod = run_pipeline(model).mod
     tasks = extract_tasks(mod, target)
     db = TuningDatabase(tmp_path, target)
+    edgetune.autotune.tune(mod, target, db, TuneConfig(trials=8, trials_per_round=4),
+                           lambda m: host.schedule(m)[0], lambda _line: None)
     for task in tasks:
         db.save_baseline(task.dispatched[0], Baseline(task.task_name, 1.0))
     db.verdicts.clear()
@@ -146,6 +149,9 @@ def test_records_slower_inside_the_model_are_rejected_for_good(tmp_path):
         winner = winning_record(task.dispatched[0], reloaded)
         assert winner is None or (task.task_name, record_key(winner[0])) not in rejected
     assert sum(len(v) for v in reloaded.verdicts.values()) == len(verdicts)
+    recognised = [r for task in tasks for r, _ in reloaded.fastest(task.dispatched[0], 8)
+                  if reloaded.verdict(task.dispatched[0], r) is not None]
+    assert len(recognised) == len(verdicts)  # each judged record is known as judged when read back
 
 
 EDGETUNE = str(Path(sys.executable).parent / "edgetune")
