@@ -58,14 +58,15 @@ def current_seconds(kernel: tvm.IRModule, db: TuningDatabase) -> float | None:
     return winner[1] if winner else (baseline.seconds if baseline else None)
 
 
-def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase
-                       ) -> tuple[tvm.IRModule, list[str]]:
-    """Replace each kernel that has a winning record; returns the module and their names.
+def apply_best_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase,
+                       tasks: list[ms.ExtractedTask] | None = None) -> tuple[tvm.IRModule, list[str]]:
+    """Replace each kernel that has a winning record; returns the module and their names. `tasks`: the
+    module's `extract_tasks`, where the caller has them already.
 
     Only the winning records go into the in-memory database that MetaSchedule applies, so the choice is
     deterministic: the same database always yields the same kernels, and nothing is measured."""
     winners = ms.database.MemoryDatabase()
-    for task in extract_tasks(mod, target):
+    for task in tasks if tasks is not None else extract_tasks(mod, target):
         winner = winning_record(task.dispatched[0], db)
         if winner is not None:
             record = winner[0]

@@ -41,7 +41,7 @@ def verify_records(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatab
         if not pending or (round_ and deadline is not None and time.monotonic() >= deadline):
             break
         say(f"checking {len(pending)} record(s) inside the model against the default schedules")
-        applied, _ = apply_best_records(mod, target, db)
+        applied, _ = apply_best_records(mod, target, db, tasks)
         default, tuned = kernel_times([mod, applied])
         for name, (kernel, record) in pending.items():
             if name not in default or name not in tuned:

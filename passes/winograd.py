@@ -16,6 +16,8 @@ expression per row selected by the row index, which the schedule unrolls.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.polynomial import polynomial
 
@@ -24,10 +26,12 @@ from tvm import te, tirx, topi
 KERNEL = 3
 
 
+@functools.cache
 def winograd_matrices(m: int, r: int = KERNEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(AT, G, BT) of F(m, r): `y = AT @ ((G @ g) * (BT @ d))` is the correlation of an (m + r - 1)-long
     input `d` with an r-tap filter `g`. Interpolation points 0, 1, -1, 2, -2, ... and infinity (Toom-Cook:
-    evaluation at the points is AT and G, Lagrange interpolation BT, its denominators moved into G)."""
+    evaluation at the points is AT and G, Lagrange interpolation BT, its denominators moved into G).
+    Cached (every Winograd conv asks three times) and read-only for that reason."""
     alpha = m + r - 1
     points = [0.0] + [sign * k for k in range(1, alpha) for sign in (1.0, -1.0)][: alpha - 2]
     a_t, g, b_t = np.zeros((m, alpha)), np.zeros((alpha, r)), np.zeros((alpha, alpha))
@@ -39,6 +43,8 @@ def winograd_matrices(m: int, r: int = KERNEL) -> tuple[np.ndarray, np.ndarray, 
     a_t[m - 1, alpha - 1] = 1.0
     g[alpha - 1, r - 1] = 1.0
     b_t[alpha - 1] = polynomial.polyfromroots(points)
+    for matrix in (a_t, g, b_t):
+        matrix.flags.writeable = False
     return a_t, g, b_t
 
 

@@ -120,7 +120,8 @@ def test_batch_matmul_softmax_pooling_and_elementwise():
     (56, 4, 32, (8, 2)), (28, 8, 32, (7, 2)), (7, 32, 32, (7, 2)), (27, 8, 32, (9, 2)), (55, 4, 32, (5, 2)),
     (13, 16, 32, (13, 1)),  # 13 x 2 would spill: one block of the whole row
     (56, 63, 32, (14, 1)),  # an odd number of blocks (SqueezeNet's 1008 channels)
-    (56, 4, 16, (14, 1)),   # AVX2: one block
+    (56, 4, 16, (4, 2)), (28, 6, 16, (4, 3)),  # AVX2: accumulators, weights and the broadcast in 16 registers
+    (13, 125, 16, (13, 1)),  # SqueezeNet's classifier: 5 blocks would leave room for 1 pixel
 ])
 def test_register_tile_fits_the_registers(width, chunks, registers, tile):
     assert register_tile(width, chunks, registers) == tile
