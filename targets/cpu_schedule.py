@@ -341,7 +341,7 @@ class Conv2dNCHWcInt8(_BlockedConv):
             sch.unroll(dot)
         self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [] if use_dot else [oc_block],
-                           (oc_block, intrinsic.name) if use_dot else None)
+                           (oc_block, intrinsic.registered()) if use_dot else None)
         return sch
 
 

@@ -6,13 +6,15 @@ int8, `+dotprod`); x86 CPUs without VNNI take two (`pmaddubsw` + `pmaddwd`, AVX-
 7-bit activations (the "uint7" scheme; full bytes saturate the int16 pair sums, so they get plain vector
 code there). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
 now take byte vectors, not int32 vectors), and importing `tvm.s_tir.tensor_intrin` costs minutes, so
-edgetune registers its own. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
+edgetune registers its own, each on first use: parsing the TVMScript of all four took 2.4 s of every
+edgetune process's start-up, float builds included. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
 matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Callable, NamedTuple
 
 import tvm
 from tvm.s_tir import TensorIntrin
@@ -26,6 +28,13 @@ from ..passes.legalize import DOT_GROUP as GROUP  # bytes per dot product: the l
 class DotIntrinsic(NamedTuple):
     name: str
     lanes: int
+    a_dtype: str
+    implementation: Callable[[], tvm.tirx.PrimFunc]
+
+    def registered(self) -> str:
+        """The name `sch.tensorize` takes, after registering the intrinsic with TVM if not done yet."""
+        _register(self)
+        return self.name
 
 
 def _description(lanes: int, a_dtype: str):
@@ -86,19 +95,21 @@ def _pmadd_implementation(lanes: int, madd_bytes: str, madd_words: str):
     return impl
 
 
-def _register(name: str, lanes: int, a_dtype: str, impl) -> DotIntrinsic:
-    TensorIntrin.register(name, _description(lanes, a_dtype), impl, override=True)
-    return DotIntrinsic(name, lanes)
+@functools.cache
+def _register(intrinsic: DotIntrinsic) -> None:
+    TensorIntrin.register(intrinsic.name, _description(intrinsic.lanes, intrinsic.a_dtype),
+                          intrinsic.implementation(), override=True)
 
 
-VNNI_U8I8 = _register("edgetune_vnni_u8i8i32_16x4", 16, "uint8",
-                      _implementation(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
-AVX512_U8I8 = _register("edgetune_avx512_u8i8i32_16x4", 16, "uint8",
-                        _pmadd_implementation(16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"))
-AVX2_U8I8 = _register("edgetune_avx2_u8i8i32_8x4", 8, "uint8",
-                      _pmadd_implementation(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"))
-SDOT_I8I8 = _register("edgetune_sdot_i8i8i32_4x4", 4, "int8",
-                      _implementation(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
+VNNI_U8I8 = DotIntrinsic("edgetune_vnni_u8i8i32_16x4", 16, "uint8",
+                         lambda: _implementation(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
+AVX512_U8I8 = DotIntrinsic("edgetune_avx512_u8i8i32_16x4", 16, "uint8",
+                           lambda: _pmadd_implementation(16, "llvm.x86.avx512.pmaddubs.w.512",
+                                                         "llvm.x86.avx512.pmaddw.d.512"))
+AVX2_U8I8 = DotIntrinsic("edgetune_avx2_u8i8i32_8x4", 8, "uint8",
+                         lambda: _pmadd_implementation(8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"))
+SDOT_I8I8 = DotIntrinsic("edgetune_sdot_i8i8i32_4x4", 4, "int8",
+                         lambda: _implementation(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
 def dot_intrinsic(target: tvm.target.Target, data_dtype: str, seven_bit: bool = False) -> DotIntrinsic | None:
