@@ -129,6 +129,8 @@ def _can_unshare_network() -> bool:
     return subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.skipif(not _can_unshare_network(), reason="needs root, unshare and ip to cut a private network")
 def test_device_that_vanishes_from_the_network_is_noticed_by_keepalive(host_artifact):
     """The device's network disappears mid-profile (a private namespace's loopback taken down: no reset, no
