@@ -7,8 +7,9 @@ int8, `+dotprod`); x86 CPUs without VNNI take two (`pmaddubsw` + `pmaddwd`, AVX-
 code there). TVM's own `dot_16x4_vnni` no longer passes LLVM 22's verifier (the `vpdpbusd` intrinsics
 now take byte vectors, not int32 vectors), and importing `tvm.s_tir.tensor_intrin` costs minutes, so
 edgetune registers its own, each on first use: parsing the TVMScript of all four took 2.4 s of every
-edgetune process's start-up, float builds included. The description is TVM's (`C[i] += A[k] * B[i, k]`), so `sch.tensorize`
-matches the same loops; the accumulator is a local (register) buffer, as the CPU schedules keep it.
+edgetune process's start-up, float builds included. The description is TVM's (`C[i] += A[k] * B[i, k]`),
+so `sch.tensorize` matches the same loops; the accumulator is a local (register) buffer, as the CPU
+schedules keep it.
 """
 
 from __future__ import annotations
