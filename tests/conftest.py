@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
-        if "slow" in item.keywords:
+        if "slow" in item.keywords or "ci" in item.keywords:  # `ci` cases are slow ones CI still runs
             item.add_marker(skip)
 
 

@@ -137,7 +137,7 @@ def test_compile_without_device_cross_compiles_and_skips_validation(digits_arm):
 
 
 @needs_tools
-@pytest.mark.parametrize("name", ["digits", pytest.param("light_squeezenet", marks=[pytest.mark.slow, pytest.mark.ci])])
+@pytest.mark.parametrize("name", ["digits", pytest.param("light_squeezenet", marks=pytest.mark.ci)])
 def test_fp32_models_match_onnxruntime_on_emulated_device(name, a72, digits_model, tmp_path):
     path = digits_model if name == "digits" else light(name)
     compiled = edgetune.compile(path, "cortex-a72", device=a72)
@@ -209,7 +209,6 @@ def test_cli_profile_over_rpc_times_each_kernel_alone_and_marks_emulated_latency
 
 
 @needs_tools
-@pytest.mark.slow
 @pytest.mark.ci
 def test_tuning_measures_candidates_on_the_emulated_device(digits_model, a72, tmp_path):
     """`edgetune tune -t cortex-a72 --rpc`: candidates cross-linked here and measured on the device; the

@@ -170,7 +170,6 @@ def test_tune_command_rejects_bad_budgets(tmp_path, args, fragment):
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.ci
 def test_kill_9_mid_tuning_loses_at_most_the_running_batch(tmp_path):
     """`edgetune tune` killed with SIGKILL (workers too) after its first reported batch: the database still
@@ -201,7 +200,6 @@ def test_kill_9_mid_tuning_loses_at_most_the_running_batch(tmp_path):
     assert measured <= 12 - reported and total >= 12, result.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.ci
 def test_time_budget_stops_after_the_batch_in_flight(tmp_path):
     from edgetune import api
@@ -217,7 +215,6 @@ def test_time_budget_stops_after_the_batch_in_flight(tmp_path):
     assert result.seconds < 3 + 60
 
 
-@pytest.mark.slow
 @pytest.mark.ci
 def test_tuning_on_two_devices_of_an_rpc_tracker(tmp_path):
     """A tracker and two RPC servers on 127.0.0.1 (TVM's own Python server, which links the candidates it

@@ -129,7 +129,6 @@ def _can_unshare_network() -> bool:
     return subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0
 
 
-@pytest.mark.slow
 @pytest.mark.ci
 @pytest.mark.skipif(not _can_unshare_network(), reason="needs root, unshare and ip to cut a private network")
 def test_device_that_vanishes_from_the_network_is_noticed_by_keepalive(host_artifact):
