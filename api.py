@@ -413,7 +413,7 @@ def _tune_and_apply(mod, target: Target, opts: CompileOptions, signature: Signat
         measuring = _measuring(target, opts.device, config)
         check = _in_model_check(target, opts.device, signature)
         result = timed("tune", lambda: tune(mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                                            kernel_times=check, **measuring))
+                                            kernel_times=check, space=target.tuning_space, **measuring))
         summary.update(result.to_dict())
     applied, names = timed("apply records", lambda: apply_best_records(mod, tvm_target, db))
     summary["kernels_from_records"] = names
@@ -455,7 +455,8 @@ def tune_model(model: Any, target: str | Target = "host", config: Any = None, tu
     tvm_target = target.tvm_target()
     db = TuningDatabase(tuning_db, tvm_target)
     return tune(passed.mod, tvm_target, db, config, lambda m: target.schedule(m)[0], say,
-                kernel_times=_in_model_check(target, device, imported.signature), **measuring)
+                kernel_times=_in_model_check(target, device, imported.signature), space=target.tuning_space,
+                **measuring)
 
 
 def _measuring(target: Target, device: RemoteDevice | None, config: Any) -> dict[str, Any]:

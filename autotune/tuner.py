@@ -26,6 +26,7 @@ from ..errors import UserError
 from .database import Baseline, TuningDatabase, Verdict, mean_seconds, workload_key
 from .measure import local_builder, local_runner
 from .records import current_seconds, extract_tasks, winning_record
+from .small_space import space_schedules, unmeasured
 from .verify import KernelTimes, verify_records
 
 
@@ -137,7 +138,23 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def _tune_context(task: ms.ExtractedTask, seed: int, search: str) -> ms.TuneContext:
+# A target's own design space for a one-kernel module (a function scheduling a traced schedule, with sampled
+# decisions), or None for MetaSchedule's generic space.
+SpaceFn = Callable[[tvm.IRModule], Callable[[tvm.s_tir.Schedule], tvm.s_tir.Schedule] | None]
+
+
+def _space_generator(task: ms.ExtractedTask, space: SpaceFn | None) -> ms.space_generator.SpaceGenerator | str:
+    """The target's design space of the kernel where it has one: the default schedule's rule with its tile
+    sizes sampled, searched by mutating those samples (its schedules need no post-processing); else
+    MetaSchedule's generic space for the target."""
+    sample = space(task.dispatched[0]) if space is not None else None
+    if sample is None:
+        return "post-order-apply"
+    return ms.space_generator.ScheduleFn(sample, sch_rules=[], postprocs=[],
+                                         mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+
+
+def _tune_context(task: ms.ExtractedTask, seed: int, search: str, space: SpaceFn | None) -> ms.TuneContext:
     """A task's MetaSchedule context with a plain Python logger.
 
     (`extracted_tasks_to_tune_contexts` reconfigures logging with per-task log files through dictConfig and
@@ -146,7 +163,7 @@ def _tune_context(task: ms.ExtractedTask, seed: int, search: str) -> ms.TuneCont
     logger = logging.getLogger(f"edgetune.autotune.{task.task_name}")
     strategy = ms.search_strategy.ReplayTrace() if search == "random" else \
         ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16, genetic_num_iters=3)
-    return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+    return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator=_space_generator(task, space),
                           search_strategy=strategy, task_name=task.task_name, logger=logger, rand_state=seed,
                           num_threads="logical").clone()
 
@@ -157,7 +174,8 @@ class _BudgetSpent(Exception):
 
 @derived_object
 class _Progress(ms.measure_callback.PyMeasureCallback):
-    """After each measured batch: a progress line, and the time budget enforced."""
+    """After each measured batch (of the search, or of a small space measured whole): a progress line, the
+    tuning curve, and the time budget enforced."""
 
     def __init__(self, names: list[str], planned: int, deadline: float | None, report: Callable[[str], None],
                  weights: list[float], starting: list[float | None], started: float):
@@ -175,23 +193,34 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.curve = [CurvePoint(time.monotonic() - started, 0, self._estimate_ms(self.current))] \
             if None not in starting else []
         self.search_curve: list[CurvePoint] = []
+        self.searched = list(range(len(names)))  # MetaSchedule's task ids -> these tasks' indices
 
     def _estimate_ms(self, seconds: list[float | None]) -> float:
         return 1e3 * sum(w * s for w, s in zip(self.weights, seconds) if s is not None)
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        self.done += len(runner_results)
-        for result in runner_results:
-            if result.run_secs:
-                self.best[task_id] = min(self.best.get(task_id, math.inf), mean_seconds(result.run_secs))
-        if task_id in self.best:
-            current = self.current[task_id]
-            self.current[task_id] = self.best[task_id] if current is None else min(current, self.best[task_id])
+        if not measure_candidates:
+            # The search found nothing left to measure in this kernel's space (an elementwise kernel's
+            # handful of unroll choices): MetaSchedule would keep asking, a minute of search per round here.
+            task_scheduler.terminate_task(task_id)
+            self.report(f"tuning: {self.names[self.searched[task_id]]}: nothing left to search, the kernel is done")
+            return
+        self.measured(self.searched[task_id], [result.run_secs for result in runner_results])
+
+    def measured(self, task: int, run_secs: list) -> None:
+        """A batch of `task`'s candidates measured (run_secs None or empty: the candidate failed)."""
+        self.done += len(run_secs)
+        for secs in run_secs:
+            if secs:
+                self.best[task] = min(self.best.get(task, math.inf), mean_seconds(secs))
+        if task in self.best:
+            current = self.current[task]
+            self.current[task] = self.best[task] if current is None else min(current, self.best[task])
         elapsed = time.monotonic() - self.started
         if None not in self.current:
             self.curve.append(CurvePoint(elapsed, self.done, self._estimate_ms(self.current)))
         if len(self.best) == len(self.weights):
-            searched = [self.best[task] for task in range(len(self.weights))]
+            searched = [self.best[t] for t in range(len(self.weights))]
             self.search_curve.append(CurvePoint(elapsed, self.done, self._estimate_ms(searched)))
         left = []
         if self.planned:
@@ -201,12 +230,12 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         elif self.done:
             per_trial = (time.monotonic() - self.measuring_since) / self.done
             left.append(f"~{per_trial * max(0, self.planned - self.done):.0f} s left")
-        best = self.best.get(task_id)
+        best = self.best.get(task)
         width = 24
         filled = int(width * min(1.0, self.done / self.planned)) if self.planned else 0
         self.report(f"tuning [{'#' * filled}{'.' * (width - filled)}] {', '.join(left)}; "
-                    f"{self.names[task_id]}: best {best * 1e3:.4f} ms" if best is not None else
-                    f"tuning {', '.join(left)}; {self.names[task_id]}: no valid candidate yet")
+                    f"{self.names[task]}: best {best * 1e3:.4f} ms" if best is not None else
+                    f"tuning {', '.join(left)}; {self.names[task]}: no valid candidate yet")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.budget_spent = True
             raise _BudgetSpent()
@@ -262,17 +291,48 @@ def _measure_group(group: list[ms.ExtractedTask], target: tvm.target.Target, db:
                    schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
                    runner: ms.Runner) -> None:
     scheduled = [schedule(t.dispatched[0]) for t in group]
-    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in scheduled])
+    for task, run_secs in zip(group, _measure_modules(scheduled, target, builder, runner)):
+        if run_secs:
+            db.save_baseline(task.dispatched[0], Baseline(task.task_name, mean_seconds(run_secs)))
+
+
+def _measure_modules(mods: list[tvm.IRModule], target: tvm.target.Target, builder: ms.Builder,
+                     runner: ms.Runner) -> list[list | None]:
+    """Build and run scheduled one-kernel modules as candidates are: per module its run_secs, None if it
+    failed to build or run."""
+    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in mods])
     inputs, owners = [], []
-    for task, mod, result in zip(group, scheduled, built):
+    for index, (mod, result) in enumerate(zip(mods, built)):
         if result.error_msg is None:
             inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(target),
                                                 ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
-            owners.append(task)
-    for task, future in zip(owners, runner.run(inputs)):
+            owners.append(index)
+    run_secs: list[list | None] = [None] * len(mods)
+    for index, future in zip(owners, runner.run(inputs)):
         outcome = future.result()
         if outcome.error_msg is None and outcome.run_secs:
-            db.save_baseline(task.dispatched[0], Baseline(task.task_name, mean_seconds(outcome.run_secs)))
+            run_secs[index] = list(outcome.run_secs)
+    return run_secs
+
+
+def _measure_small_spaces(spaces: dict[int, list[tvm.s_tir.Schedule]], tasks: list[ms.ExtractedTask],
+                          target: tvm.target.Target, db: TuningDatabase, builder: ms.Builder, runner: ms.Runner,
+                          progress: _Progress, remaining: int, batch: int | None) -> None:
+    """Measure each small space's unmeasured schedules (`small_space.py`), most work first, in batches of
+    `batch` (None: a kernel a batch), within the trial budget; every result is a record in the database, as
+    the search's are."""
+    for index, schedules in spaces.items():
+        kernel = tasks[index].dispatched[0]
+        todo = unmeasured(schedules, db.records(kernel))[:max(0, remaining - progress.done)]
+        size = batch or max(1, len(todo))
+        for start in range(0, len(todo), size):
+            chunk = todo[start:start + size]
+            run_secs = _measure_modules([sch.mod for sch in chunk], target, builder, runner)
+            workload = db.ms.commit_workload(kernel)
+            args = ms.arg_info.ArgInfo.from_prim_func(kernel["main"])
+            for sch, secs in zip(chunk, run_secs):
+                db.ms.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, target, args))
+            progress.measured(index, run_secs)
 
 
 def _device_type(target: tvm.target.Target) -> str:
@@ -287,10 +347,11 @@ VERIFY_SHARE, VERIFY_MAX_S = 0.1, 60.0
 def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, config: TuneConfig,
          schedule: Callable[[tvm.IRModule], tvm.IRModule], report: Callable[[str], None] | None = None,
          builder: ms.Builder | None = None, runner: ms.Runner | None = None,
-         kernel_times: KernelTimes | None = None) -> TuneResult:
+         kernel_times: KernelTimes | None = None, space: SpaceFn | None = None) -> TuneResult:
     """Tune the kernels of `mod` into `db` within `config`'s budget and summarise every task.
 
-    `schedule` gives a one-kernel module its default schedule (the baseline a record must beat). Given
+    `schedule` gives a one-kernel module its default schedule (the baseline a record must beat); `space`, where
+    the target has one, the design space searched for it (else MetaSchedule's generic one). Given
     `kernel_times` (the model runs on this machine), each winning record is then timed inside the model against
     the default schedule and kept only if faster there (`verify.py`), within the same budget."""
     say = report or (lambda line: print(line, file=sys.stderr))
@@ -307,7 +368,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, confi
             search_deadline -= min(VERIFY_SHARE * config.time_budget_s, VERIFY_MAX_S)
     say(f"tuning {len(tasks)} kernels into {db.folder}")
     with _quiet_meta_schedule():
-        result = _search(tasks, target, db, config, schedule, say, builder, runner, started, search_deadline)
+        result = _search(tasks, target, db, config, schedule, space, say, builder, runner, started,
+                         search_deadline)
     if kernel_times is not None:
         result.in_model = verify_records(mod, target, db, kernel_times, say, deadline)
     result.tasks = [summarise(t, db) for t in tasks]
@@ -327,7 +389,7 @@ def _quiet_meta_schedule():
         logger.setLevel(level)
 
 
-def _search(tasks, target, db, config, schedule, say, builder, runner, started, deadline) -> TuneResult:
+def _search(tasks, target, db, config, schedule, space, say, builder, runner, started, deadline) -> TuneResult:
     """Measure the default schedules, then search until the trial budget or `deadline`."""
     _measure_defaults(tasks, target, db, schedule, builder, runner, say)
     done = sum(len(db.records(t.dispatched[0])) for t in tasks)
@@ -340,19 +402,22 @@ def _search(tasks, target, db, config, schedule, say, builder, runner, started, 
         say("the time budget went on measuring the default schedules: no search (give a longer --time-budget)")
         stopped_by = "time budget"
     else:
-        per_round = config.trials_per_round or _batch_size(config, remaining, len(tasks), deadline)
-        contexts = [_tune_context(task, config.seed + index, config.search) for index, task in enumerate(tasks)]
         weights = [float(task.weight) for task in tasks]
         starting = [current_seconds(t.dispatched[0], db) for t in tasks]
         progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say, weights,
                              starting, started)
+        small = _small_spaces(tasks, space)
+        progress.searched = [index for index in range(len(tasks)) if index not in small]
+        if small:
+            say(f"{len(small)} kernels have small design spaces ({sum(map(len, small.values()))} schedules): "
+                "measured whole, the others searched")
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db.folder),
-                          max_trials_global=remaining, num_trials_per_iter=per_round,
-                          builder=_BudgetedBuilder(builder, len(tasks), progress, say),
-                          runner=runner, database=db.ms, cost_model="xgb" if config.search == "xgb" else "random",
-                          measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
-                          task_scheduler="gradient")
+            _measure_small_spaces(small, tasks, target, db, builder, runner, progress, remaining,
+                                  config.trials_per_round)
+            if progress.searched and progress.done < remaining:
+                _tune_searched(tasks, progress, config, space, db, builder, runner, remaining, deadline, say)
+            elif progress.done < remaining:
+                stopped_by = "every kernel's space measured"
         except Exception:  # noqa: BLE001 - the budget callback's exception comes back wrapped by the FFI
             if not progress.budget_spent:
                 raise
@@ -360,6 +425,36 @@ def _search(tasks, target, db, config, schedule, say, builder, runner, started, 
         measured_now = progress.done
         curve, search_curve = progress.curve, progress.search_curve
     return TuneResult(str(db.folder), measured_now, stopped_by=stopped_by, curve=curve, search_curve=search_curve)
+
+
+# Spaces of at most this many schedules are measured whole (`small_space.py`) instead of searched.
+SMALL_SPACE = 32
+
+
+def _small_spaces(tasks: list[ms.ExtractedTask], space: SpaceFn | None) -> dict[int, list[tvm.s_tir.Schedule]]:
+    """Per task index, every schedule of the target's space for the kernel, where that space is small."""
+    small = {}
+    for index, task in enumerate(tasks):
+        sample = space(task.dispatched[0]) if space is not None else None
+        schedules = space_schedules(task.dispatched[0], sample, SMALL_SPACE) if sample is not None else None
+        if schedules is not None:
+            small[index] = schedules
+    return small
+
+
+def _tune_searched(tasks, progress, config, space, db, builder, runner, remaining, deadline, say) -> None:
+    """MetaSchedule's search over the kernels `progress.searched`, for what is left of the budget."""
+    searched = [tasks[index] for index in progress.searched]
+    left = remaining - progress.done
+    per_round = config.trials_per_round or _batch_size(config, left, len(searched), deadline)
+    contexts = [_tune_context(task, config.seed + index, config.search, space)
+                for index, task in zip(progress.searched, searched)]
+    ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in searched], work_dir=str(db.folder),
+                  max_trials_global=left, num_trials_per_iter=per_round,
+                  builder=_BudgetedBuilder(builder, len(searched), progress, say),
+                  runner=runner, database=db.ms, cost_model="xgb" if config.search == "xgb" else "random",
+                  measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+                  task_scheduler="gradient")
 
 
 def _batch_size(config: TuneConfig, remaining: int, tasks: int, deadline: float | None) -> int:

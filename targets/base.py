@@ -13,14 +13,14 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 
 from ..errors import UserError
-from .cpu_schedule import schedule_cpu, vector_lanes
+from .cpu_schedule import schedule_cpu, tuning_space, vector_lanes
 from .profiling import KernelTimer, LatencyReport, ProfileConfig, kernel_medians, measure
 
 
@@ -122,6 +122,11 @@ class Target(abc.ABC):
         The base target leaves kernels as they are."""
         return mod, {}
 
+    def tuning_space(self, kernel: tvm.IRModule) -> Callable[[s_tir.Schedule], s_tir.Schedule] | None:
+        """The design space tuning searches for a one-kernel module: a function scheduling a traced schedule
+        with sampled decisions (a MetaSchedule `ScheduleFn`); None for MetaSchedule's generic space."""
+        return None
+
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
         """Lower and compile a module that went through the pass pipeline (and `schedule`)."""
         target = self.tvm_target()
@@ -170,6 +175,9 @@ class CpuTarget(Target):
 
     def schedule(self, mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, str | None]]:
         return schedule_cpu(mod, self.tvm_target())
+
+    def tuning_space(self, kernel: tvm.IRModule) -> Callable[[s_tir.Schedule], s_tir.Schedule] | None:
+        return tuning_space(kernel, self.tvm_target())
 
 
 def _flatten(value: Any) -> list[Any]:

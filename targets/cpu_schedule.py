@@ -9,7 +9,9 @@ later stage) starts from, and falls back to, this code.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import tvm
 from tvm import s_tir, tirx
@@ -79,22 +81,42 @@ def _work(infos: list[SBlockInfo]) -> int | None:
 
 class _CPURule(dlight.ScheduleRule):
     """Common entry of the rules: LLVM targets only, blocks normalised (unit loops dropped) by DLight, and
-    loops marked parallel only when the kernel has enough work to pay for waking the thread pool."""
+    loops marked parallel only when the kernel has enough work to pay for waking the thread pool.
+
+    A rule with `tunable` set samples its tile sizes where it is asked for a tunable schedule (MetaSchedule's
+    `sample_perfect_tile`, the default tile as the first decision): its schedule is then a design space whose
+    traces the tuner searches and records (`tuning_space`)."""
+
+    tunable = False
 
     def __init__(self, lanes: int):
         self.lanes = lanes
         self.use_threads = True
+        self.sampling = False
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
-        sch = s_tir.Schedule(func)
+        return self.apply_to(s_tir.Schedule(func), tunable)
+
+    def apply_to(self, sch: s_tir.Schedule, tunable: bool = False) -> s_tir.Schedule | None:
+        """Schedule the kernel `sch` holds in place (a traced schedule of MetaSchedule's, when tuning)."""
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
         work = _work(infos)
         self.use_threads = work is None or work >= MIN_PARALLEL_WORK
+        self.sampling = tunable and self.tunable
         return self.schedule(sch, infos)
+
+    def split_tile(self, sch: s_tir.Schedule, loop, inner: int, most: int) -> list:
+        """Split `loop` into (outer, inner) loops, the inner of `inner` iterations; sampled among the divisors
+        of its extent up to `most` when the schedule is a tuning space."""
+        if not self.sampling:
+            return sch.split(loop, [None, inner])
+        extent = _extent(sch, loop)
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=most, decision=[extent // inner, inner])
+        return sch.split(loop, factors)
 
     def parallel(self, sch: s_tir.Schedule, loops: list) -> None:
         """Fuse `loops` into one and run it on the thread pool (if the kernel is worth it)."""
@@ -154,18 +176,19 @@ def _split_conv_blocks(sch: s_tir.Schedule, infos: list[SBlockInfo], name: str):
 
 
 def _tile_in_registers(sch: s_tir.Schedule, block, tile_loop, consumers: list[SBlockInfo], first_reduction,
-                       vector_loops: list, tensorize: tuple | None = None) -> None:
+                       vector_loops: list, tensorize: tuple | None = None, keep_unit_loops: bool = False) -> None:
     """Accumulate the loops under `tile_loop` in a local (register) tile, run the fused epilogue on the tile
     as soon as its reduction ends, and vectorise the tile's innermost loops (or map the update's
     `tensorize = (loop, intrinsic)` onto a tensor intrinsic). `tile_loop` None: the block is already where
-    its tile is written back (computed at that loop)."""
+    its tile is written back (computed at that loop). `keep_unit_loops`: for a tuning space, where a sampled
+    tile of 1 must leave the loops a trace's later instructions count."""
     for info in consumers[:-1]:
         sch.compute_inline(info.block_rv)
     accum = sch.cache_write(block, 0, "local")
     if consumers:
         sch.reverse_compute_inline(consumers[-1].block_rv)
     if tile_loop is not None:
-        sch.reverse_compute_at(accum, tile_loop)
+        sch.reverse_compute_at(accum, tile_loop, preserve_unit_loops=keep_unit_loops)
     sch.vectorize(sch.get_loops(accum)[-1])
     for loop in vector_loops:  # before decompose_reduction: the update block alone is no reduction block
         sch.vectorize(loop)
@@ -275,6 +298,9 @@ class Conv2dNCHWc(_BlockedConv):
     """
 
     block_names = ("conv2d_nchwc", "winograd_gemm")
+    tunable = True
+    # The tuning space's bounds: pixels and channel blocks per register tile.
+    most_pixels, most_blocks = 16, 4
 
     def __init__(self, lanes: int, registers: int):
         super().__init__(lanes)
@@ -289,10 +315,10 @@ class Conv2dNCHWc(_BlockedConv):
             return None
         chunks = 1 if chunk is None else _extent(sch, outer[chunk])
         pixels, blocks = register_tile(_extent(sch, ow), chunks, self.registers)
-        ow_o, ow_i = sch.split(ow, [None, pixels])
+        ow_o, ow_i = self.split_tile(sch, ow, pixels, self.most_pixels)
         tile = [ow_i, oc_block]
-        if blocks > 1:
-            outer[chunk], oc_i = sch.split(outer[chunk], [None, blocks])
+        if blocks > 1 or (self.sampling and chunks > 1):
+            outer[chunk], oc_i = self.split_tile(sch, outer[chunk], blocks, self.most_blocks)
             tile.insert(0, oc_i)
             sch.unroll(oc_i)
         sch.reorder(*outer, ow_o, *reduction, *tile)
@@ -300,7 +326,7 @@ class Conv2dNCHWc(_BlockedConv):
         sch.unroll(ow_i)
         sch.unroll(reduction[-1])
         self.schedule_prologue(sch, producers)
-        _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block])
+        _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block], keep_unit_loops=self.sampling)
         return sch
 
 
@@ -656,3 +682,27 @@ def default_cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
 def schedule_cpu(mod: tvm.IRModule, target: Target) -> tuple[tvm.IRModule, dict[str, str | None]]:
     """Schedule every unscheduled kernel with the first CPU rule that applies (see `rules.apply_rules`)."""
     return apply_rules(mod, target, default_cpu_rules(target))
+
+
+def tuning_space(kernel: tvm.IRModule, target: Target) -> Callable[[s_tir.Schedule], s_tir.Schedule] | None:
+    """The design space a tunable rule makes of a one-kernel module (`kernel["main"]`): its own schedule with
+    the tile sizes sampled, to give MetaSchedule as a `ScheduleFn`; None where the kernel's rule (the first
+    that applies) has nothing to tune. MetaSchedule's generic CPU space rarely beats these rules on their
+    kernels (no conv record beat its default alone in a 10-minute SqueezeNet run here): searching the rule's
+    own tiles starts from the default and varies what the rule fixes by a heuristic."""
+    with target:
+        for rule in default_cpu_rules(target):
+            try:
+                found = rule.apply(kernel["main"], target, False)
+            except (RuntimeError, AssertionError):
+                continue
+            if found is not None:
+                return functools.partial(_sample, rule) if getattr(rule, "tunable", False) else None
+    return None
+
+
+def _sample(rule: _CPURule, sch: s_tir.Schedule) -> s_tir.Schedule:
+    scheduled = rule.apply_to(sch, tunable=True)
+    if scheduled is None:
+        raise ValueError(f"{type(rule).__name__} no longer applies to the kernel it was chosen for")
+    return scheduled

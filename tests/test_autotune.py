@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tvm
 
@@ -111,6 +112,45 @@ def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
     accepted = {v.task for verdicts in db.verdicts.values() for v in verdicts if v.accepted}
     assert set(first.metadata["tuning"]["kernels_from_records"]) <= accepted
     assert {v["task"] for v in tuning["in_model"]} <= {t["task"] for t in tuning["tasks"]}
+
+
+def test_small_design_spaces_are_measured_whole_resumed_and_applied(tmp_path):
+    """The conv kernels' rule spaces (a few tile sizes each) are measured schedule by schedule, not searched: a
+    run cut short by its budget and the next run together measure each schedule once, and the module built
+    from the records computes what the untuned one does."""
+    from edgetune.api import run_pipeline
+    from edgetune.autotune.records import apply_best_records
+    from edgetune.autotune.small_space import space_schedules
+    from edgetune.autotune.tuner import SMALL_SPACE
+
+    host = get_target("host")
+    target = host.tvm_target()
+    mod = run_pipeline(conv_net(channels=16, size=12)).mod
+    tasks = extract_tasks(mod, target)
+    spaces = {t.task_name: space_schedules(t.dispatched[0], host.tuning_space(t.dispatched[0]), SMALL_SPACE)
+              for t in tasks if host.tuning_space(t.dispatched[0]) is not None}
+    assert spaces and all(spaces.values())  # every conv kernel's space is small
+    total = sum(map(len, spaces.values()))
+    db = TuningDatabase(tmp_path, target)
+
+    def tune(trials):
+        return edgetune.autotune.tune(mod, target, db, TuneConfig(trials=trials), lambda m: host.schedule(m)[0],
+                                      lambda _line: None, space=host.tuning_space)
+
+    assert tune(total - 2).measured_now == total - 2
+    assert tune(total).measured_now == 2
+    for task in tasks:
+        if task.task_name in spaces:
+            traces = {str(r.trace) for r in db.records(task.dispatched[0])}
+            assert len(traces) == len(spaces[task.task_name])  # each schedule once
+    applied, names = apply_best_records(mod, target, db, tasks)
+    assert set(names) <= set(spaces)
+    args = [np.random.default_rng(0).uniform(-1, 1, (1, 3, 12, 12)).astype("float32")]
+    outputs = []
+    for module in (host.schedule(mod)[0], host.schedule(applied)[0]):
+        vm = tvm.relax.VirtualMachine(tvm.compile(module, target=target), tvm.cpu())
+        outputs.append(vm["main"](*[tvm.runtime.tensor(a) for a in args]).numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
 def test_records_slower_inside_the_model_are_rejected_for_good(tmp_path):

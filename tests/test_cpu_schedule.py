@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgetune
 from edgetune.passes.layout import channel_block_for
-from edgetune.targets.cpu_schedule import register_tile, vector_lanes
+from edgetune.targets.cpu_schedule import register_tile, vector_lanes, vector_registers
 from edgetune.targets.host import HostTarget
 
 RNG = np.random.default_rng(0)
@@ -140,3 +140,46 @@ def test_thread_pool_size_is_fixed_per_process():
     assert size >= 1 and set_threads(size) == size
     with pytest.raises(UserError, match="cannot be resized; measure .* in a fresh process"):
         set_threads(size + 1)
+
+
+def test_tuning_space_samples_the_conv_tiles_and_every_sample_computes_the_same():
+    """The blocked conv rule as a tuning space: its traced schedule starts at the default tile, a trace replayed
+    without decisions samples other tiles (MetaSchedule's replay), and each sample computes what the default
+    schedule computes."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgetune.api import run_pipeline
+    from edgetune.autotune import extract_tasks
+    from edgetune.targets.cpu_schedule import tuning_space
+
+    host = HostTarget()
+    target = host.tvm_target()
+    mod = run_pipeline(conv_block(1, 32, 64, 12, 1, 1, 0, bn=False)).mod
+    (task,) = [t for t in extract_tasks(mod, target) if "conv2d_nchwc" in t.task_name]
+    kernel = task.dispatched[0]
+    sample = tuning_space(kernel, target)
+    assert sample is not None
+    space = sample(s_tir.Schedule(kernel))
+    decisions = [[int(v) for v in d] for d in space.trace.decisions.values()]
+    lanes = vector_lanes(target)
+    pixels, blocks = register_tile(12, 64 // lanes, vector_registers(target))
+    assert [12 // pixels, pixels] in decisions and [64 // lanes // blocks, blocks] in decisions
+
+    args = [np.random.default_rng(1).uniform(-1, 1, [int(s) for s in a.shape]).astype(a.dtype)
+            for a in ms.arg_info.ArgInfo.from_prim_func(kernel["main"])]
+
+    def run(scheduled: tvm.IRModule) -> np.ndarray:
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        tvm.build(scheduled, target=target)["main"](*tensors)
+        return tensors[-1].numpy()
+
+    expected = run(host.schedule(kernel)[0])
+    tiles = set()
+    for seed in range(1, 9):
+        sch = s_tir.Schedule(kernel, seed=seed)
+        s_tir.Trace(space.trace.insts, {}).apply_to_schedule(sch, remove_postproc=True)
+        tiles.add(str([[int(v) for v in d] for d in sch.trace.decisions.values()]))
+        np.testing.assert_allclose(run(sch.mod), expected, rtol=1e-5, atol=1e-5)
+    assert len(tiles) > 1
