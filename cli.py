@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--search", default="xgb", choices=["xgb", "evolve-random", "random"],
                    help="xgb: evolutionary search ranked by MetaSchedule's XGBoost cost model (default); for "
                         "comparison, evolve-random: the same search ranked at random; random: random sampling")
+    t.add_argument("--space", default="rules", choices=["rules", "generic"],
+                   help="rules: the default schedule's rule with its tiles sampled, where a kernel has one "
+                        "(default); generic: MetaSchedule's own CPU space for every kernel")
     t.add_argument("--plot", metavar="PNG", help="write the tuning curve (estimated latency against trials) here")
     _add_quantize_flags(t)  # VTA targets tune the layers that the int8 compile offloads
     _add_device_flags(t)
@@ -240,7 +243,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .frontend import parse_input_shapes
 
     config = TuneConfig(trials=args.trials, time_budget_s=_duration(args.time_budget), seed=args.seed,
-                        search=args.search)
+                        search=args.search, space=args.space)
     result = api.tune_model(args.model, args.target, config, args.db, parse_input_shapes(args.input_shape),
                             progress=lambda line: print(line, file=sys.stderr, flush=True), device=_device(args),
                             quantization=_quantize_options(args))

@@ -1,9 +1,11 @@
 """MetaSchedule tuning of a Relax module after edgetune's passes.
 
 Tasks are the fused TIR kernels of the module as the pass pipeline leaves it, so tuning and compiling see the
-same kernels and records always match. Each task's default schedule (the CPU rules) is measured once with the
-same builder and runner as the candidates; a record is used only where it beats that baseline (`records.py`)
-and, for a model that runs on this machine, where it is also faster inside the model (`verify.py`); every
+same kernels and records always match. A kernel's design space is the target's own (the default rule with
+its tiles sampled; small ones are measured whole, `small_space.py`) where it has one, else MetaSchedule's
+generic space, searched with the XGBoost cost model. Each task's default schedule (the CPU rules) is measured
+once with the same builder and runner as the candidates; a record is used only where it beats that baseline
+(`records.py`) and, for a model that runs on this machine, where it is also faster inside the model (`verify.py`); every
 other kernel keeps its default schedule. The trial budget counts the records already in the database for
 these tasks, so an interrupted run continues toward the same budget and a run whose budget is already spent
 measures nothing."""
@@ -35,6 +37,11 @@ from .verify import KernelTimes, verify_records
 # space (MetaSchedule's ReplayTrace: random search as in AutoTVM's RandomTuner, the baseline of the papers).
 SEARCHES = {"xgb": "evolutionary search, XGBoost cost model", "evolve-random": "evolutionary search, random ranking",
             "random": "random sampling of the design space"}
+# Which design space: the target's rule spaces where a kernel has one (`Target.tuning_space`), else
+# MetaSchedule's generic space; or the generic space for every kernel (to compare the searches where they
+# have room to differ: the rule spaces are small enough to be measured whole).
+SPACES = {"rules": "the default rules' tiles sampled, else MetaSchedule's generic space",
+          "generic": "MetaSchedule's generic space"}
 
 
 @dataclass
@@ -48,10 +55,13 @@ class TuneConfig:
     builder_timeout_s: float = 120.0
     runner_timeout_s: float = 30.0
     search: str = "xgb"  # one of SEARCHES
+    space: str = "rules"  # one of SPACES
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
             raise UserError(f"--search {self.search!r} is not one of {', '.join(SEARCHES)}")
+        if self.space not in SPACES:
+            raise UserError(f"--space {self.space!r} is not one of {', '.join(SPACES)}")
         if self.trials < 0:
             raise UserError(f"--trials {self.trials} must be positive")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -194,6 +204,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             if None not in starting else []
         self.search_curve: list[CurvePoint] = []
         self.searched = list(range(len(names)))  # MetaSchedule's task ids -> these tasks' indices
+        self.finished: set[int] = set()  # MetaSchedule's ids of the tasks terminated for an exhausted search
 
     def _estimate_ms(self, seconds: list[float | None]) -> float:
         return 1e3 * sum(w * s for w, s in zip(self.weights, seconds) if s is not None)
@@ -202,8 +213,11 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         if not measure_candidates:
             # The search found nothing left to measure in this kernel's space (an elementwise kernel's
             # handful of unroll choices): MetaSchedule would keep asking, a minute of search per round here.
-            task_scheduler.terminate_task(task_id)
-            self.report(f"tuning: {self.names[self.searched[task_id]]}: nothing left to search, the kernel is done")
+            if task_id not in self.finished:
+                self.finished.add(task_id)
+                task_scheduler.terminate_task(task_id)
+                self.report(f"tuning: {self.names[self.searched[task_id]]}: nothing left to search, "
+                            "the kernel is done")
             return
         self.measured(self.searched[task_id], [result.run_secs for result in runner_results])
 
@@ -356,6 +370,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, confi
     the default schedule and kept only if faster there (`verify.py`), within the same budget."""
     say = report or (lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
+    space = space if config.space == "rules" else None
     tasks = extract_tasks(mod, target)
     if not tasks:
         return TuneResult(str(db.folder), 0, stopped_by="no tunable kernels")

@@ -10,7 +10,11 @@ here, so both searches' curves stay flat at the defaults and say nothing about t
 one plot, and the table says how many trials the XGBoost search needed to reach the latency each other
 search ended with (goal, against random search: at most half).
 
-    .venv/bin/python bench/tuning.py [--model conv] [--trials 160] [--seed 0]
+    .venv/bin/python bench/tuning.py [--model conv] [--trials 160] [--seed 0] [--space generic]
+
+The searches are compared in MetaSchedule's generic space for every kernel (`--space generic`, the default
+here): edgetune's own rule spaces (`tune --space rules`, the tuning default) are small enough to be measured
+whole, the same way by every search, and leave the searches nothing to differ on.
 
 `conv` is the test CNN at 64 channels and 56x56: a stem conv, a 3x3 convolution 64 -> 64 (ResNet-50's most
 frequent kernel shape), global pooling and a dense layer; any .onnx path works too.
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default="conv")
     parser.add_argument("--trials", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0, help="the searches' random seed (the same for both)")
+    parser.add_argument("--space", default="generic", choices=["generic", "rules"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tuning.json")
     args = parser.parse_args()
 
@@ -55,7 +60,7 @@ def main() -> None:
     for search in SEARCHES:
         with tempfile.TemporaryDirectory() as db:
             print(f"== {search}: {args.trials} trials", file=sys.stderr, flush=True)
-            config = TuneConfig(trials=args.trials, search=search, seed=args.seed)
+            config = TuneConfig(trials=args.trials, search=search, seed=args.seed, space=args.space)
             result = api.tune_model(model, "host", config, db,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
         curves[search] = result.to_dict()["search_curve"]

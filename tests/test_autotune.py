@@ -153,6 +153,31 @@ def test_small_design_spaces_are_measured_whole_resumed_and_applied(tmp_path):
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.ci
+def test_rule_space_too_large_to_measure_whole_is_searched(tmp_path, monkeypatch):
+    """A rule space above the small-space limit goes to MetaSchedule's evolutionary search (a `ScheduleFn`
+    space mutated by `MutateTileSize`); its records replay onto the kernel."""
+    from edgetune.api import run_pipeline
+    from edgetune.autotune import tuner
+
+    monkeypatch.setattr(tuner, "SMALL_SPACE", 0)
+    host = get_target("host")
+    target = host.tvm_target()
+    mod = run_pipeline(conv_net(channels=16, size=12)).mod
+    conv = next(t for t in extract_tasks(mod, target) if host.tuning_space(t.dispatched[0]) is not None)
+    db = TuningDatabase(tmp_path, target)
+    lines = []
+    result = tuner.tune(mod, target, db, TuneConfig(trials=8, trials_per_round=4), lambda m: host.schedule(m)[0],
+                        lines.append, space=host.tuning_space)
+    assert result.measured_now >= 4 and not any("small design spaces" in line for line in lines)
+    records = [r for r in TuningDatabase(tmp_path, target).records(conv.dispatched[0]) if r.run_secs]
+    assert records and all("sample_perfect_tile" in str(r.trace) for r in records)
+    for record in records:  # read back from the files, each replays onto the kernel and builds
+        sch = tvm.s_tir.Schedule(conv.dispatched[0])
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        tvm.build(sch.mod, target=target)
+
+
 def test_records_slower_inside_the_model_are_rejected_for_good(tmp_path):
     """The check inside the model (autotune/verify.py) decides from the kernels' in-model times: here every
     record is made to win alone (a slow default recorded in the database) and to lose inside the model (the
