@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine. It creates .venv/, installs edgetune with what it needs (the CUDA extra
 # included, so that tests/test_cuda.py builds GPU libraries here, GPU or not), then:
-#   bash setup.sh example   train the bundled digits CNN, compile it for the host CPU, print its latency report
+#   bash setup.sh example   train the bundled digits CNN, compile and tune it for the host CPU, print its latency report
 #   bash setup.sh test      run the whole default test suite (add --runslow, or pytest flags, after it)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -62,9 +62,9 @@ case "${1:-}" in
     example)
         install
         example_model
-        echo "== edgetune compile examples/digits/digits_cnn.onnx -t host -o out/digits"
+        echo "== edgetune compile examples/digits/digits_cnn.onnx -t host -o out/digits --tune 40 --db out/tuning"
         exec "$VENV/bin/edgetune" compile examples/digits/digits_cnn.onnx -t host -o out/digits --force \
-            --inputs examples/digits/digits_samples.npz
+            --inputs examples/digits/digits_samples.npz --tune 40 --db out/tuning
         ;;
     test)
         shift
