@@ -28,7 +28,7 @@ from ..errors import UserError
 from .database import Baseline, TuningDatabase, Verdict, mean_seconds, workload_key
 from .measure import local_builder, local_runner
 from .records import current_seconds, extract_tasks, winning_record
-from .small_space import space_schedules, unmeasured
+from .small_space import Sample, space_schedules, unmeasured
 from .verify import KernelTimes, verify_records
 
 
@@ -150,21 +150,20 @@ def parse_duration(text: str) -> float:
 
 # A target's own design space for a one-kernel module (a function scheduling a traced schedule, with sampled
 # decisions), or None for MetaSchedule's generic space.
-SpaceFn = Callable[[tvm.IRModule], Callable[[tvm.s_tir.Schedule], tvm.s_tir.Schedule] | None]
+SpaceFn = Callable[[tvm.IRModule], Sample | None]
 
 
-def _space_generator(task: ms.ExtractedTask, space: SpaceFn | None) -> ms.space_generator.SpaceGenerator | str:
-    """The target's design space of the kernel where it has one: the default schedule's rule with its tile
-    sizes sampled, searched by mutating those samples (its schedules need no post-processing); else
+def _space_generator(sample: Sample | None) -> ms.space_generator.SpaceGenerator | str:
+    """The target's design space of the kernel where it has one (`sample`): the default schedule's rule with
+    its tile sizes sampled, searched by mutating those samples (its schedules need no post-processing); else
     MetaSchedule's generic space for the target."""
-    sample = space(task.dispatched[0]) if space is not None else None
     if sample is None:
         return "post-order-apply"
     return ms.space_generator.ScheduleFn(sample, sch_rules=[], postprocs=[],
                                          mutator_probs={ms.mutator.MutateTileSize(): 1.0})
 
 
-def _tune_context(task: ms.ExtractedTask, seed: int, search: str, space: SpaceFn | None) -> ms.TuneContext:
+def _tune_context(task: ms.ExtractedTask, seed: int, search: str, sample: Sample | None) -> ms.TuneContext:
     """A task's MetaSchedule context with a plain Python logger.
 
     (`extracted_tasks_to_tune_contexts` reconfigures logging with per-task log files through dictConfig and
@@ -173,7 +172,7 @@ def _tune_context(task: ms.ExtractedTask, seed: int, search: str, space: SpaceFn
     logger = logging.getLogger(f"edgetune.autotune.{task.task_name}")
     strategy = ms.search_strategy.ReplayTrace() if search == "random" else \
         ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16, genetic_num_iters=3)
-    return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator=_space_generator(task, space),
+    return ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator=_space_generator(sample),
                           search_strategy=strategy, task_name=task.task_name, logger=logger, rand_state=seed,
                           num_threads="logical").clone()
 
@@ -338,12 +337,13 @@ def _measure_small_spaces(spaces: dict[int, list[tvm.s_tir.Schedule]], tasks: li
     for index, schedules in spaces.items():
         kernel = tasks[index].dispatched[0]
         todo = unmeasured(schedules, db.records(kernel))[:max(0, remaining - progress.done)]
-        size = batch or max(1, len(todo))
+        if not todo:
+            continue
+        workload, args = db.ms.commit_workload(kernel), ms.arg_info.ArgInfo.from_prim_func(kernel["main"])
+        size = batch or len(todo)
         for start in range(0, len(todo), size):
             chunk = todo[start:start + size]
             run_secs = _measure_modules([sch.mod for sch in chunk], target, builder, runner)
-            workload = db.ms.commit_workload(kernel)
-            args = ms.arg_info.ArgInfo.from_prim_func(kernel["main"])
             for sch, secs in zip(chunk, run_secs):
                 db.ms.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, target, args))
             progress.measured(index, run_secs)
@@ -421,7 +421,8 @@ def _search(tasks, target, db, config, schedule, space, say, builder, runner, st
         starting = [current_seconds(t.dispatched[0], db) for t in tasks]
         progress = _Progress([t.task_name for t in tasks], config.trials and remaining, deadline, say, weights,
                              starting, started)
-        small = _small_spaces(tasks, space)
+        samples = [space(t.dispatched[0]) if space is not None else None for t in tasks]
+        small = _small_spaces(tasks, samples)
         progress.searched = [index for index in range(len(tasks)) if index not in small]
         if small:
             say(f"{len(small)} kernels have small design spaces ({sum(map(len, small.values()))} schedules): "
@@ -430,7 +431,7 @@ def _search(tasks, target, db, config, schedule, space, say, builder, runner, st
             _measure_small_spaces(small, tasks, target, db, builder, runner, progress, remaining,
                                   config.trials_per_round)
             if progress.searched and progress.done < remaining:
-                _tune_searched(tasks, progress, config, space, db, builder, runner, remaining, deadline, say)
+                _tune_searched(tasks, samples, progress, config, db, builder, runner, remaining, deadline, say)
             elif progress.done < remaining:
                 stopped_by = "every kernel's space measured"
         except Exception:  # noqa: BLE001 - the budget callback's exception comes back wrapped by the FFI
@@ -446,24 +447,24 @@ def _search(tasks, target, db, config, schedule, space, say, builder, runner, st
 SMALL_SPACE = 32
 
 
-def _small_spaces(tasks: list[ms.ExtractedTask], space: SpaceFn | None) -> dict[int, list[tvm.s_tir.Schedule]]:
+def _small_spaces(tasks: list[ms.ExtractedTask], samples: list[Sample | None]
+                  ) -> dict[int, list[tvm.s_tir.Schedule]]:
     """Per task index, every schedule of the target's space for the kernel, where that space is small."""
     small = {}
-    for index, task in enumerate(tasks):
-        sample = space(task.dispatched[0]) if space is not None else None
+    for index, (task, sample) in enumerate(zip(tasks, samples)):
         schedules = space_schedules(task.dispatched[0], sample, SMALL_SPACE) if sample is not None else None
         if schedules is not None:
             small[index] = schedules
     return small
 
 
-def _tune_searched(tasks, progress, config, space, db, builder, runner, remaining, deadline, say) -> None:
+def _tune_searched(tasks, samples, progress, config, db, builder, runner, remaining, deadline, say) -> None:
     """MetaSchedule's search over the kernels `progress.searched`, for what is left of the budget."""
     searched = [tasks[index] for index in progress.searched]
     left = remaining - progress.done
     per_round = config.trials_per_round or _batch_size(config, left, len(searched), deadline)
-    contexts = [_tune_context(task, config.seed + index, config.search, space)
-                for index, task in zip(progress.searched, searched)]
+    contexts = [_tune_context(tasks[index], config.seed + index, config.search, samples[index])
+                for index in progress.searched]
     ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in searched], work_dir=str(db.folder),
                   max_trials_global=left, num_trials_per_iter=per_round,
                   builder=_BudgetedBuilder(builder, len(searched), progress, say),

@@ -23,7 +23,7 @@ from tvm.target.codegen import llvm_get_vector_width
 
 from ..passes.legalize import INT8_CONV, UINT7_CONV
 from .dot_intrinsics import GROUP, dot_intrinsic
-from .rules import apply_rules
+from .rules import apply_rules, first_rule
 
 
 def _x86(target: Target) -> bool:
@@ -691,14 +691,10 @@ def tuning_space(kernel: tvm.IRModule, target: Target) -> Callable[[s_tir.Schedu
     kernels (no conv record beat its default alone in a 10-minute SqueezeNet run here): searching the rule's
     own tiles starts from the default and varies what the rule fixes by a heuristic."""
     with target:
-        for rule in default_cpu_rules(target):
-            try:
-                found = rule.apply(kernel["main"], target, False)
-            except (RuntimeError, AssertionError):
-                continue
-            if found is not None:
-                return functools.partial(_sample, rule) if getattr(rule, "tunable", False) else None
-    return None
+        found = first_rule(kernel["main"], target, default_cpu_rules(target))
+    if found is None or not getattr(found[0], "tunable", False):
+        return None
+    return functools.partial(_sample, found[0])
 
 
 def _sample(rule: _CPURule, sch: s_tir.Schedule) -> s_tir.Schedule:
