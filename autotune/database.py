@@ -185,6 +185,15 @@ class TuningDatabase:
         workload = self.ms.commit_workload(mod)
         return [r for r in self.ms.get_all_tuning_records() if r.workload.same_as(workload)]
 
+    def history(self, mods: list[tvm.IRModule]) -> list[tuple[int, ms.database.TuningRecord]]:
+        """Every record of these kernels in the order measured, each with its kernel's index in `mods`
+        (MetaSchedule's queries return records fastest first; its record file is appended as they come)."""
+        index = {workload_key(mod): i for i, mod in enumerate(mods)}
+        workloads = [ms.database.Workload.from_json(row) for row in parse_json_lines(self.folder / WORKLOADS)]
+        owners = [index.get(workload_key(w.mod)) for w in workloads]
+        return [(owners[row[0]], ms.database.TuningRecord.from_json(row[1], workloads[row[0]]))
+                for row in parse_json_lines(self.folder / RECORDS) if owners[row[0]] is not None]
+
     def fastest(self, mod: tvm.IRModule, k: int) -> list[tuple[ms.database.TuningRecord, float]]:
         """Up to `k` valid records for `mod`, fastest first (ties: first measured), with their mean seconds."""
         if not self.ms.has_workload(mod):

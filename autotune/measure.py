@@ -127,3 +127,26 @@ def rpc_runner(device: "RemoteDevice", timeout_s: float) -> ms.Runner:
                                  f_alloc_argument=_random_arguments, max_workers=workers)
     runner.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s + device.timeout_s)
     return runner
+
+
+def measure_modules(mods: list[tvm.IRModule], target: tvm.target.Target, builder: ms.Builder,
+                    runner: ms.Runner) -> list[list | None]:
+    """Build and run scheduled one-kernel modules as candidates are: per module its run_secs, None if it
+    failed to build or run."""
+    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in mods])
+    inputs, owners = [], []
+    for index, (mod, result) in enumerate(zip(mods, built)):
+        if result.error_msg is None:
+            inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(target),
+                                                ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+            owners.append(index)
+    run_secs: list[list | None] = [None] * len(mods)
+    for index, future in zip(owners, runner.run(inputs)):
+        outcome = future.result()
+        if outcome.error_msg is None and outcome.run_secs:
+            run_secs[index] = list(outcome.run_secs)
+    return run_secs
+
+
+def _device_type(target: tvm.target.Target) -> str:
+    return "cpu" if target.kind.name == "llvm" else target.kind.name

@@ -13,6 +13,7 @@ measures nothing."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -26,7 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..errors import UserError
 from .database import Baseline, TuningDatabase, Verdict, mean_seconds, workload_key
-from .measure import local_builder, local_runner
+from .measure import local_builder, local_runner, measure_modules
 from .records import current_seconds, extract_tasks, winning_record
 from .small_space import Sample, space_schedules, unmeasured
 from .verify import KernelTimes, verify_records
@@ -280,6 +281,28 @@ class _BudgetedBuilder(ms.builder.PyBuilder):
         return self.inner.build(build_inputs)
 
 
+@derived_object
+class _MeasuredAlone(ms.runner.PyRunner):
+    """This machine's runner, finishing each batch before MetaSchedule goes on.
+
+    MetaSchedule runs a batch in the background while it goes on to search (XGBoost and the evolutionary
+    search on every core) and build (LLVM, in a worker process) the next kernel's candidates: on a machine
+    with few cores the candidates were timed while competing with the compiler and the search for them. The
+    overlap saved little where there is nothing spare to overlap on; remote devices keep their runner as it
+    is (their timing does not share this machine's cores)."""
+
+    def __init__(self, inner: ms.Runner):
+        self.inner = inner
+
+    def run(self, runner_inputs: list[ms.runner.RunnerInput]) -> list[ms.runner.RunnerFuture]:
+        results = [future.result() for future in self.inner.run(runner_inputs)]
+        return [ms.runner.RunnerFuture(lambda: True, functools.partial(_identity, result)) for result in results]
+
+
+def _identity(value):
+    return value
+
+
 def _measure_defaults(tasks: list[ms.ExtractedTask], target: tvm.target.Target, db: TuningDatabase,
                       schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
                       runner: ms.Runner, say: Callable[[str], None]) -> None:
@@ -304,28 +327,9 @@ def _measure_group(group: list[ms.ExtractedTask], target: tvm.target.Target, db:
                    schedule: Callable[[tvm.IRModule], tvm.IRModule], builder: ms.Builder,
                    runner: ms.Runner) -> None:
     scheduled = [schedule(t.dispatched[0]) for t in group]
-    for task, run_secs in zip(group, _measure_modules(scheduled, target, builder, runner)):
+    for task, run_secs in zip(group, measure_modules(scheduled, target, builder, runner)):
         if run_secs:
             db.save_baseline(task.dispatched[0], Baseline(task.task_name, mean_seconds(run_secs)))
-
-
-def _measure_modules(mods: list[tvm.IRModule], target: tvm.target.Target, builder: ms.Builder,
-                     runner: ms.Runner) -> list[list | None]:
-    """Build and run scheduled one-kernel modules as candidates are: per module its run_secs, None if it
-    failed to build or run."""
-    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in mods])
-    inputs, owners = [], []
-    for index, (mod, result) in enumerate(zip(mods, built)):
-        if result.error_msg is None:
-            inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(target),
-                                                ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
-            owners.append(index)
-    run_secs: list[list | None] = [None] * len(mods)
-    for index, future in zip(owners, runner.run(inputs)):
-        outcome = future.result()
-        if outcome.error_msg is None and outcome.run_secs:
-            run_secs[index] = list(outcome.run_secs)
-    return run_secs
 
 
 def _measure_small_spaces(spaces: dict[int, list[tvm.s_tir.Schedule]], tasks: list[ms.ExtractedTask],
@@ -343,14 +347,10 @@ def _measure_small_spaces(spaces: dict[int, list[tvm.s_tir.Schedule]], tasks: li
         size = batch or len(todo)
         for start in range(0, len(todo), size):
             chunk = todo[start:start + size]
-            run_secs = _measure_modules([sch.mod for sch in chunk], target, builder, runner)
+            run_secs = measure_modules([sch.mod for sch in chunk], target, builder, runner)
             for sch, secs in zip(chunk, run_secs):
                 db.ms.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, target, args))
             progress.measured(index, run_secs)
-
-
-def _device_type(target: tvm.target.Target) -> str:
-    return "cpu" if target.kind.name == "llvm" else target.kind.name
 
 
 # With a time budget and a model to check the records in, the search stops this much early (a share of the
@@ -375,7 +375,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase, confi
     if not tasks:
         return TuneResult(str(db.folder), 0, stopped_by="no tunable kernels")
     builder = builder or local_builder(config.builder_timeout_s)
-    runner = runner or local_runner(config.runner_timeout_s)
+    runner = runner or _MeasuredAlone(local_runner(config.runner_timeout_s))
     deadline = search_deadline = None
     if config.time_budget_s is not None:
         deadline = search_deadline = started + config.time_budget_s

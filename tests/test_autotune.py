@@ -72,6 +72,26 @@ def test_candidates_run_on_the_threads_the_model_runs_on():
     assert worker == model
 
 
+def test_local_candidates_are_timed_alone():
+    """MetaSchedule goes on searching and building while a batch runs; the tuner's local runner hands each
+    batch back timed, so nothing of edgetune's runs beside a candidate being timed."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgetune.api import run_pipeline
+    from edgetune.autotune.measure import local_builder, local_runner
+    from edgetune.autotune.tuner import _MeasuredAlone
+
+    host = get_target("host")
+    target = host.tvm_target()
+    kernel = extract_tasks(run_pipeline(conv_net(channels=4, size=6)).mod, target)[0].dispatched[0]
+    built = local_builder(120).build([ms.builder.BuilderInput(host.schedule(kernel)[0], target)])
+    inputs = [ms.runner.RunnerInput(built[0].artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(kernel["main"]))]
+    futures = _MeasuredAlone(local_runner(30)).run(inputs)
+    assert [future.done() for future in futures] == [True]
+    result = futures[0].result()
+    assert result.error_msg is None and len(result.run_secs) == 10 and all(float(s) > 0 for s in result.run_secs)
+
+
 def test_tune_resume_and_compile_from_a_complete_database(tmp_path):
     """A real (short) MetaSchedule run with the XGBoost model; then a compile from the same database measures
     nothing, validates against onnxruntime, and picks the same kernels each time."""
@@ -143,6 +163,13 @@ def test_small_design_spaces_are_measured_whole_resumed_and_applied(tmp_path):
         if task.task_name in spaces:
             traces = {str(r.trace) for r in db.records(task.dispatched[0])}
             assert len(traces) == len(spaces[task.task_name])  # each schedule once
+    kernels = [t.dispatched[0] for t in tasks]
+    history = db.history(kernels)  # in the order measured: kernel by kernel, the second run after the first
+    owners = [index for index, _ in history]
+    assert len(history) == total and owners == sorted(owners)
+    for index, kernel in enumerate(kernels):
+        assert sorted(str(r.trace) for i, r in history if i == index) == \
+            sorted(str(r.trace) for r in db.records(kernel))
     applied, names = apply_best_records(mod, target, db, tasks)
     assert set(names) <= set(spaces)
     args = [np.random.default_rng(0).uniform(-1, 1, (1, 3, 12, 12)).astype("float32")]
