@@ -48,9 +48,11 @@ def conv_model():
     return conv_net(channels=64, size=56)
 
 
-def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], passes: int) -> dict[str, list]:
+def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], passes: int
+                      ) -> tuple[dict[str, list], dict[str, dict]]:
     """Per search, its search curve (`curves`) with the records it had selected after each batch timed again
-    (see the module docstring); databases under `roots`."""
+    (see the module docstring), and each kernel's final selection: ms as searched, ms timed again in each
+    pass. Databases under `roots`."""
     import random
 
     import tvm
@@ -86,21 +88,21 @@ def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], pas
         slot[key] = distinct[digest]
     print(f"timing the {len(mods)} distinct schedules of {len(selected)} selected records again, {passes} passes",
           file=sys.stderr, flush=True)
-    config = TuneConfig(trials=1)
-    builder, runner = local_builder(config.builder_timeout_s), local_runner(config.runner_timeout_s)
+    builder, runner = local_builder(TuneConfig.builder_timeout_s), local_runner(TuneConfig.runner_timeout_s)
     measured: dict[int, list[float]] = {}
     for _ in range(passes):
         for index, run_secs in enumerate(measure_modules(mods, target, builder, runner)):
             if run_secs:
                 measured.setdefault(index, []).append(mean_seconds(run_secs))
     times = {key: measured[slot[key]] for key in order if slot[key] in measured}
-    result: dict = {"kernels": {}}
-    for search in curves:  # each kernel's final selection: ms as searched, ms timed again in each pass
+    kernels_final = {}
+    for search in curves:
         final = {selected[key][0]: key for key in sorted(k for k in selected if k[0] == search)}
-        result["kernels"][search] = {
+        kernels_final[search] = {
             tasks[task].task_name: [round(1e3 * mean_seconds(selected[key][1].run_secs), 5),
                                     [round(1e3 * t, 5) for t in times.get(key, [])]]
             for task, key in sorted(final.items())}
+    again = {}
     for search, curve in curves.items():
         points, current = [], {}
         keys = sorted(key for key in selected if key[0] == search)
@@ -111,8 +113,8 @@ def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], pas
                 keys.remove(key)
             if len(current) == len(kernels):
                 points.append([seconds, trials, round(1e3 * sum(w * current[t] for t, w in enumerate(weights)), 5)])
-        result[search] = points
-    return result
+        again[search] = points
+    return again, kernels_final
 
 
 def trials_to_reach(curve: list[list[float]], target_ms: float) -> int | None:
@@ -143,8 +145,7 @@ def main() -> None:
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
             curves[search] = result.to_dict()["search_curve"]
             results[search] = result.to_dict()
-        again = remeasured_curves(model, roots, curves, args.passes)
-    kernels = again.pop("kernels")
+        again, kernels = remeasured_curves(model, roots, curves, args.passes)
     reached = {search: trials_to_reach(again["xgb"], curve[-1][2]) for search, curve in again.items()
                if search != "xgb" and curve}
     plot = args.out.with_suffix(".png")
