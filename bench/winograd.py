@@ -41,8 +41,9 @@ def conv_model(size: int, channels: int, path: Path) -> Path:
 def bench_shape(size: int, channels: int, rounds: int, budget_s: float) -> dict:
     import edgetune
     from edgetune.passes import winograd
+    from edgetune.targets import get_target
 
-    chosen_tile = winograd.tile_size(size, size, channels, channels)
+    chosen_tile = winograd.tile_size(size, size, channels, channels, get_target("host").channel_block())
     with tempfile.TemporaryDirectory() as tmp:
         path = conv_model(size, channels, Path(tmp) / "conv.onnx")
         runners, feed = {}, None

@@ -116,9 +116,9 @@ def _data_block(data_layout: str, in_channels: int) -> int | None:
     return in_channels if data_layout == "NCHW" else None
 
 
-def _winograd_tile(call: relax.Call, out_dtype: str) -> int | None:
+def _winograd_tile(call: relax.Call, out_dtype: str, lanes: int) -> int | None:
     """The Winograd output tile (`passes.winograd`) for a blocked float32 3x3 stride-1 conv with constant
-    weights and static shapes, or None."""
+    weights and static shapes on a core with `lanes` float32 vector lanes, or None."""
     attrs = call.attrs
     data, kernel = call.args
     shapes = [x.ty.shape.values for x in (data, call)]
@@ -128,7 +128,7 @@ def _winograd_tile(call: relax.Call, out_dtype: str) -> int | None:
             and all(isinstance(d, tvm.tirx.IntImm) for shape in shapes for d in shape)):
         return None
     (_, in_chunks, _, _, in_block), (_, out_chunks, out_h, out_w, out_block) = ([int(d) for d in s] for s in shapes)
-    return winograd.tile_size(out_h, out_w, in_chunks * in_block, out_chunks * out_block)
+    return winograd.tile_size(out_h, out_w, in_chunks * in_block, out_chunks * out_block, lanes)
 
 
 def _winograd_conv2d(bb: relax.BlockBuilder, call: relax.Call, m: int) -> relax.Expr:
@@ -144,7 +144,7 @@ def _winograd_conv2d(bb: relax.BlockBuilder, call: relax.Call, m: int) -> relax.
                       primfunc_name_hint="winograd_output", primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
 
 
-def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool, seven_bit: bool) -> relax.Expr:
+def _conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd_lanes: int, seven_bit: bool) -> relax.Expr:
     attrs = call.attrs
     data, kernel = call.args
     in_block = _data_block(attrs.data_layout, int(data.ty.shape[1]))
@@ -161,7 +161,7 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool, seven_
         return bb.call_te(lambda d, k: conv2d_nchwc_int8(_as_one_block(d) if stem else d, k, attrs.strides,
                                                          attrs.padding, attrs.dilation, name),
                           data, packed, primfunc_name_hint=INT8_CONV)
-    tile = _winograd_tile(call, out_dtype) if use_winograd else None
+    tile = _winograd_tile(call, out_dtype, winograd_lanes) if winograd_lanes else None
     if tile is not None:
         return _winograd_conv2d(bb, call, tile)
     return bb.call_te(lambda d, k: conv2d_nchwc(_as_one_block(d) if stem else d, k, attrs.strides, attrs.padding,
@@ -169,8 +169,9 @@ def _conv2d(bb: relax.BlockBuilder, call: relax.Call, use_winograd: bool, seven_
                       data, kernel, primfunc_name_hint="conv2d_nchwc")
 
 
-def legalize_map(use_winograd: bool = False, seven_bit_activations: bool = False) -> dict[str, object]:
-    """Custom legalizations for `relax.transform.LegalizeOps`; other operators use TVM's. `use_winograd`:
-    eligible 3x3 convs as Winograd transforms and a batched GEMM (`passes.winograd`).
+def legalize_map(winograd_lanes: int = 0, seven_bit_activations: bool = False) -> dict[str, object]:
+    """Custom legalizations for `relax.transform.LegalizeOps`; other operators use TVM's. `winograd_lanes`:
+    the target's float32 vector lanes, to compute eligible 3x3 convs as Winograd transforms and a batched
+    GEMM (`passes.winograd`, whose tile choice depends on the arithmetic rate); 0 keeps every conv direct.
     `seven_bit_activations`: the module's uint8 activations hold 7 bits (`UINT7_CONV`)."""
-    return {"relax.nn.conv2d": lambda bb, call: _conv2d(bb, call, use_winograd, seven_bit_activations)}
+    return {"relax.nn.conv2d": lambda bb, call: _conv2d(bb, call, winograd_lanes, seven_bit_activations)}

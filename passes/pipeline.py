@@ -76,8 +76,9 @@ def _half(config: PassConfig) -> bool:
     return config.precision == "fp16"
 
 
-def _winograd(config: PassConfig) -> bool:
-    return config.winograd and config.opt_level >= 2 and _blocked(config)
+def _winograd_lanes(config: PassConfig) -> int:
+    """The target's vector lanes (its channel block) where 3x3 convs may go Winograd, else 0."""
+    return config.channel_block if config.winograd and config.opt_level >= 2 and _blocked(config) else 0
 
 
 def _seven_bit(config: PassConfig) -> bool:
@@ -136,7 +137,7 @@ STAGES: tuple[Stage, ...] = (
           "prepack weights into the blocked layout at compile time", _blocked),
     Stage("ToMixedPrecision", lambda c: relax.transform.ToMixedPrecision(out_dtype="float32"), 0,
           "float16 compute with float32 accumulation (--precision fp16)", _half),
-    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map(_winograd(c), _seven_bit(c))), 0,
+    Stage("LegalizeOps", lambda c: relax.transform.LegalizeOps(legalize_map(_winograd_lanes(c), _seven_bit(c))), 0,
           "Relax operators to TIR functions (edgetune's lowering for blocked conv2d; Winograd for 3x3 convs at "
           "level 2 and above)"),
     Stage("AnnotateTIROpPattern", lambda c: relax.transform.AnnotateTIROpPattern(), 1, "op patterns for fusion"),

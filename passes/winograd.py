@@ -48,9 +48,12 @@ def winograd_matrices(m: int, r: int = KERNEL) -> tuple[np.ndarray, np.ndarray, 
     return a_t, g, b_t
 
 
-# Arithmetic per byte of weights one core can stream from memory (float32 FMA peak over read bandwidth;
-# this machine: about 235 GFLOP/s reached by the conv kernels, 19 GB/s streaming Winograd's weights).
-MACHINE_BALANCE = 12.0
+# Arithmetic one core does per byte of weights it streams from memory (float32 FMA peak over read bandwidth),
+# per float32 vector lane: the peak grows with the vector width, a core's read bandwidth does not. AVX-512
+# (16 lanes): about 235 GFLOP/s reached by the conv kernels, 19 GB/s streaming Winograd's weights, 12 per
+# byte. AVX2 (8 lanes, AMD znver3): a 101 GFLOP/s peak, 6 per byte, with which F(4x4) at 14x14 and F(2x2) at
+# 7x7 made ResNet-50 8% faster on one thread and 3% on two (2026-12-07).
+BALANCE_PER_LANE = 0.75
 # The transforms, in FLOP-equivalents per transformed element (input and output side): 56x56x64 F(4x4) spent
 # 0.094 ms in them against 0.244 ms in its GEMM. And two more kernels and their buffers (about 5 us).
 TRANSFORM_COST = 24.0
@@ -59,26 +62,29 @@ LAUNCH_COST = 1.2e6
 MIN_GAIN = 0.15
 
 
-def _cost(flops: float, weight_bytes: float) -> float:
+def _cost(flops: float, weight_bytes: float, lanes: int) -> float:
     """Time in FLOP-equivalents at batch 1: the arithmetic, or streaming the weights if that takes longer."""
-    return max(flops, MACHINE_BALANCE * weight_bytes)
+    return max(flops, BALANCE_PER_LANE * lanes * weight_bytes)
 
 
-def tile_size(out_h: int, out_w: int, in_channels: int, out_channels: int) -> int | None:
-    """The output tile m (2 or 4) for a 3x3 conv of this shape, or None to keep the direct conv.
+def tile_size(out_h: int, out_w: int, in_channels: int, out_channels: int, lanes: int) -> int | None:
+    """The output tile m (2 or 4) for a 3x3 conv of this shape on a core with `lanes` float32 vector lanes,
+    or None to keep the direct conv.
 
     At batch 1 a conv reads each weight once, and Winograd's transformed weights are (m+2)^2 / 9 times
     larger than the direct conv's (4x for F(4x4)): on small images the GEMM waits for memory. The choice is
     the lowest estimated time (arithmetic or weight streaming, whichever is longer, plus the transforms), each
     tile size with its padded output. Measured inside ResNet-50 (AVX-512, 1 thread): F(4x4) GEMMs at 28x28 and
     56x56 run at the arithmetic peak; at 14x14x256 F(4x4) streamed 9.4 MB of weights at 19 GB/s (0.50 ms)
-    where F(2x2) needs 0.44 ms of arithmetic; at 7x7x512 F(2x2) (1.0 ms) was no faster than the direct conv."""
+    where F(2x2) needs 0.44 ms of arithmetic; at 7x7x512 F(2x2) (1.0 ms) was no faster than the direct conv.
+    With half the arithmetic rate (AVX2) the weights weigh half as much, and both shapes pay."""
     macs_per_output = in_channels * out_channels
-    best, best_cost = None, (1 - MIN_GAIN) * _cost(2 * 9 * out_h * out_w * macs_per_output, 4 * 9 * macs_per_output)
+    direct = _cost(2 * 9 * out_h * out_w * macs_per_output, 4 * 9 * macs_per_output, lanes)
+    best, best_cost = None, (1 - MIN_GAIN) * direct
     for m in (2, 4):
         positions = (m + KERNEL - 1) ** 2
         tiles = -(-out_h // m) * -(-out_w // m)
-        cost = (_cost(2 * positions * tiles * macs_per_output, 4 * positions * macs_per_output)
+        cost = (_cost(2 * positions * tiles * macs_per_output, 4 * positions * macs_per_output, lanes)
                 + TRANSFORM_COST * positions * tiles * (in_channels + out_channels) + LAUNCH_COST)
         if cost < best_cost:
             best, best_cost = m, cost
