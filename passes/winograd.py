@@ -52,7 +52,8 @@ def winograd_matrices(m: int, r: int = KERNEL) -> tuple[np.ndarray, np.ndarray, 
 # per float32 vector lane: the peak grows with the vector width, a core's read bandwidth does not. AVX-512
 # (16 lanes): about 235 GFLOP/s reached by the conv kernels, 19 GB/s streaming Winograd's weights, 12 per
 # byte. AVX2 (8 lanes, AMD znver3): a 101 GFLOP/s peak, 6 per byte, with which F(4x4) at 14x14 and F(2x2) at
-# 7x7 made ResNet-50 8% faster on one thread and 3% on two (2026-12-07).
+# 7x7 made ResNet-50 2-8% faster on one thread and 1-3% on two (two runs, 2026-12-07). NEON (4 lanes, 3 per
+# byte) follows the same rule, not measured here.
 BALANCE_PER_LANE = 0.75
 # The transforms, in FLOP-equivalents per transformed element (input and output side): 56x56x64 F(4x4) spent
 # 0.094 ms in them against 0.244 ms in its GEMM. And two more kernels and their buffers (about 5 us).
