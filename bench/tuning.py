@@ -71,8 +71,9 @@ def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], pas
     for search, history in histories.items():
         best: dict[int, float] = {}
         for position, (task, record) in enumerate(history):
-            if record.run_secs and mean_seconds(record.run_secs) < best.get(task, float("inf")):
-                best[task] = mean_seconds(record.run_secs)
+            seconds = mean_seconds(record.run_secs) if record.run_secs else float("inf")
+            if seconds < best.get(task, float("inf")):
+                best[task] = seconds
                 selected[search, position] = (task, record)
     order = list(selected)
     random.Random(0).shuffle(order)
@@ -95,22 +96,20 @@ def remeasured_curves(model, roots: dict[str, str], curves: dict[str, list], pas
             if run_secs:
                 measured.setdefault(index, []).append(mean_seconds(run_secs))
     times = {key: measured[slot[key]] for key in order if slot[key] in measured}
-    kernels_final = {}
-    for search in curves:
-        final = {selected[key][0]: key for key in sorted(k for k in selected if k[0] == search)}
+    kernels_final, again = {}, {}
+    for search, curve in curves.items():
+        keys = sorted(key for key in selected if key[0] == search)  # in the order the search measured them
+        final = {selected[key][0]: key for key in keys}
         kernels_final[search] = {
             tasks[task].task_name: [round(1e3 * mean_seconds(selected[key][1].run_secs), 5),
                                     [round(1e3 * t, 5) for t in times.get(key, [])]]
             for task, key in sorted(final.items())}
-    again = {}
-    for search, curve in curves.items():
-        points, current = [], {}
-        keys = sorted(key for key in selected if key[0] == search)
+        points, current, next_key = [], {}, 0
         for seconds, trials, _ in curve:
-            for key in [k for k in keys if k[1] < trials]:
-                task = selected[key][0]
-                current[task] = sum(times[key]) / len(times[key]) if key in times else float("inf")
-                keys.remove(key)
+            while next_key < len(keys) and keys[next_key][1] < trials:
+                key = keys[next_key]
+                current[selected[key][0]] = sum(times[key]) / len(times[key]) if key in times else float("inf")
+                next_key += 1
             if len(current) == len(kernels):
                 points.append([seconds, trials, round(1e3 * sum(w * current[t] for t, w in enumerate(weights)), 5)])
         again[search] = points
