@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tvm
 from tvm import s_tir, tirx
@@ -264,56 +264,71 @@ class _BlockedConv(_CPURule):
         return block, producers, consumers, outer, ow, oc_block, loops[n_spatial:], chunk
 
 
-# Uneven rows: a row split into at most this many register tiles, the last one narrower, each tile its own
-# unrolled copy of the reduction loop (`Conv2dNCHWc`).
-MOST_ROW_TILES = 4
+# Uneven rows: a span of the row split into at most this many register tiles, the last one narrower, each tile
+# its own unrolled copy of the reduction loop (`Conv2dNCHWc`).
+MOST_SPAN_TILES = 4
 
 
-def register_tile(width: int, chunks: int, registers: int, uneven: bool = True) -> tuple[int, int]:
-    """(output pixels, output channel blocks) of a blocked conv's accumulator tile, for a row of `width`
-    pixels and `chunks` channel blocks: per reduction step the tile loads one weight vector per block and
-    broadcasts one input per pixel, so the fewest loads per FMA over the row, within what the vector
-    registers hold. Measured on AVX-512 (32 registers, 1 thread): 8 x 2 and 7 x 2 tiles run 10-20% faster
-    than 14 x 1 on ResNet-50's convs; 14 x 2 or 7 x 4 (28 accumulators) spill and run 40% slower, 13 x 2 too,
-    so at most 18 accumulators there. With 16 registers (AVX2) the accumulators, one weight vector per block
-    and the broadcast input must all fit: 6 x 2 or 4 x 3 tiles made SqueezeNet's 1x1 convs and Winograd GEMMs
-    10-25% faster than 14 x 1 ones (AMD znver3, 2 threads).
+class RegisterTile(NamedTuple):
+    """A blocked conv's accumulator tile: `pixels` output pixels x `blocks` output channel blocks. The row is
+    cut into spans of `span` pixels (a divisor of the row), each covered by tiles of `pixels` from its start,
+    the last one narrower where `pixels` does not divide `span`."""
 
-    A tile's pixels need not divide the row (`uneven`): a row of 7, 13 or 14 pixels, whose divisors leave
-    only one-block tiles (7 x 1, 13 x 1) or two-pixel ones (2 x 4), is split as evenly as the tile allows
-    (4 + 3, 5 + 5 + 3, 5 + 5 + 4), at most `MOST_ROW_TILES` tiles, the last at least half as wide as the
-    others. On AVX2 those tiles hold at most 10 accumulators: 6 + 6 + 4 x 2 (12) ran 20-40% slower than
-    4 x 2, while 4 + 3 x 2 ran ResNet-50's 7-pixel convs 4-32% faster than 7 x 1 and 5 x 2 its 14-pixel
-    convs 2-12% faster than 2 x 4, SqueezeNet's 13-pixel ones 14-28% faster than 13 x 1 (znver3, 1 thread).
-    A 4 + 4 + 4 + 1 x 3 row was no faster than 5 + 5 + 3 x 2: a one-pixel tile is too few accumulators."""
+    pixels: int
+    blocks: int
+    span: int
+
+
+def register_tile(width: int, chunks: int, registers: int, uneven: bool = True) -> RegisterTile:
+    """The accumulator tile of a blocked conv for a row of `width` pixels and `chunks` channel blocks: per
+    reduction step the tile loads one weight vector per block and broadcasts one input per pixel, so the fewest
+    loads per FMA over the row, within what the vector registers hold. Measured on AVX-512 (32 registers, 1
+    thread): 8 x 2 and 7 x 2 tiles run 10-20% faster than 14 x 1 on ResNet-50's convs; 14 x 2 or 7 x 4 (28
+    accumulators) spill and run 40% slower, 13 x 2 too, so at most 18 accumulators there. With 16 registers
+    (AVX2) the accumulators, one weight vector per block and the broadcast input must all fit: 6 x 2 or 4 x 3
+    tiles made SqueezeNet's 1x1 convs and Winograd GEMMs 10-25% faster than 14 x 1 ones (AMD znver3, 2 threads).
+
+    A tile's pixels need not divide the row (`uneven`): rows of 7, 13 or 14 pixels, whose divisors leave only
+    one-block tiles (7 x 1, 13 x 1) or two-pixel ones (2 x 4), are split as evenly as the tile allows (4 + 3,
+    5 + 5 + 3, 5 + 5 + 4), in spans that divide the row (49 = 7 spans of 4 + 3), at most `MOST_SPAN_TILES`
+    tiles a span, the last at least half as wide as the others. On AVX2 those tiles hold at most 10
+    accumulators: 6 + 6 + 4 x 2 (12) ran 20-40% slower than 4 x 2, while 4 + 3 x 2 ran ResNet-50's 7-pixel
+    convs 4-32% faster than 7 x 1 and 5 x 2 its 14-pixel convs 2-12% faster than 2 x 4, SqueezeNet's 13-pixel
+    ones 14-28% faster than 13 x 1, and spans of 5 + 4 (27 pixels) or of 4 + 3 (a Winograd GEMM over 49
+    tiles) 8-24% faster than 3 x 2 and 7 x 1 (znver3, 1 thread). A 4 + 4 + 4 + 1 x 3 span was no faster than
+    5 + 5 + 3 x 2: a one-pixel tile has too few accumulators. Uneven tiles are only tried where the row's
+    divisors give no tile of at least 4 pixels x 2 blocks: where they do (4 x 2 on 28 and 56 pixels), spans of
+    5 + 5 + 4 x 2 ran the same (within 3%) and only add code."""
     if registers >= 32:
         most_pixels = {blocks: min(14, 18 // blocks) for blocks in (1, 2)}
         most_uneven = most_pixels
     else:
         most_pixels = {blocks: min(14, (registers - 1 - blocks) // blocks) for blocks in (1, 2, 3, 4)}
         most_uneven = {blocks: (registers - 6) // blocks for blocks in most_pixels}
-    tiles = [(_largest_divisor(width, pixels), blocks) for blocks, pixels in most_pixels.items()
-             if chunks % blocks == 0]
-    if uneven:
-        tiles += [tile for blocks, pixels in most_uneven.items() if chunks % blocks == 0 and blocks > 1
-                  for tile in [(_even_tile(width, pixels), blocks)] if tile[0]]
-    return max(tiles, key=lambda tile: _fmas_per_load(width, *tile))
+    tiles = [RegisterTile(pixels, blocks, pixels) for blocks, most in most_pixels.items() if chunks % blocks == 0
+             for pixels in [_largest_divisor(width, most)]]
+    if uneven and not any(tile.pixels >= 4 and tile.blocks >= 2 for tile in tiles):
+        tiles += [RegisterTile(pixels, blocks, span) for blocks, most in most_uneven.items()
+                  if blocks > 1 and chunks % blocks == 0
+                  for span in range(1, width + 1) if width % span == 0
+                  for pixels in [_even_tile(span, most)] if pixels]
+    return max(tiles, key=_fmas_per_load)
 
 
-def _even_tile(width: int, most: int) -> int:
-    """Pixels of the tiles of an even split of a row into as few tiles of at most `most` pixels as it takes,
-    when that split is uneven (else 0): the last tile at least half as wide, at most `MOST_ROW_TILES` tiles."""
-    count = -(-width // most)
-    pixels = -(-width // count)
-    last = width - (count - 1) * pixels
-    return pixels if count <= MOST_ROW_TILES and last != pixels and 2 * last >= pixels else 0
+def _even_tile(span: int, most: int) -> int:
+    """Pixels of the tiles of an even split of a span into as few tiles of at most `most` pixels as it takes,
+    when that split is uneven (else 0): the last tile at least half as wide, at most `MOST_SPAN_TILES` tiles."""
+    count = -(-span // most)
+    pixels = -(-span // count)
+    last = span - (count - 1) * pixels
+    return pixels if count <= MOST_SPAN_TILES and last != pixels and 2 * last >= pixels else 0
 
 
-def _fmas_per_load(width: int, pixels: int, blocks: int) -> float:
-    """FMAs per load over a row of tiles of `pixels` x `blocks` (the last tile with the row's remainder)."""
-    full, last = divmod(width, pixels)
-    loads = full * (pixels + blocks) + (last + blocks if last else 0)
-    return width * blocks / loads
+def _fmas_per_load(tile: RegisterTile) -> float:
+    """FMAs per load over a span of `tile`s (the last one with the span's remainder)."""
+    full, last = divmod(tile.span, tile.pixels)
+    loads = full * (tile.pixels + tile.blocks) + (last + tile.blocks if last else 0)
+    return tile.span * tile.blocks / loads
 
 
 class Conv2dNCHWc(_BlockedConv):
@@ -328,7 +343,8 @@ class Conv2dNCHWc(_BlockedConv):
     (SqueezeNet's classifier conv: 4.4 ms unrolled by LLVM, 2.8 ms unrolled here; AVX2, 1 thread). Measured on
     light_resnet50 (AVX-512, 1 thread): one block of up to 14 pixels ran 47 ms against 52 ms for 8 pixels (the
     NCHW rule needed 94 ms); two blocks of 7-9 pixels gain 10-20% per conv over that. Winograd's batched GEMM
-    (`passes.winograd`) has the same loops, tile positions outermost and tiles for pixels.
+    (`passes.winograd`) has the same loops, tile positions outermost and tiles for pixels. Where the tile's
+    pixels do not divide the row, ow_outer runs over spans of the row and each tile of a span is unrolled.
     """
 
     block_names = ("conv2d_nchwc", "winograd_gemm")
@@ -348,22 +364,26 @@ class Conv2dNCHWc(_BlockedConv):
         if _extent(sch, oc_block) not in (self.lanes, self.lanes // 2):  # half: `passes.layout.channel_block_for`
             return None
         chunks = 1 if chunk is None else _extent(sch, outer[chunk])
-        width = _extent(sch, ow)
         # A tuning space samples perfect tiles only: its default decision must be one of them.
-        pixels, blocks = register_tile(width, chunks, self.registers, uneven=not self.sampling)
-        ow_o, ow_i = self.split_tile(sch, ow, pixels, self.most_pixels)
-        tile = [ow_i, oc_block]
-        if blocks > 1 or (self.sampling and chunks > 1):
-            outer[chunk], oc_i = self.split_tile(sch, outer[chunk], blocks, self.most_blocks)
-            tile.insert(0, oc_i)
+        width = _extent(sch, ow)
+        tile = register_tile(width, chunks, self.registers, uneven=not self.sampling)
+        spans = []
+        if tile.span % tile.pixels and tile.span < width:  # spans of uneven tiles
+            span, ow = sch.split(ow, [None, tile.span])
+            spans.append(span)
+        ow_o, ow_i = self.split_tile(sch, ow, tile.pixels, self.most_pixels)
+        tile_loops = [ow_i, oc_block]
+        if tile.blocks > 1 or (self.sampling and chunks > 1):
+            outer[chunk], oc_i = self.split_tile(sch, outer[chunk], tile.blocks, self.most_blocks)
+            tile_loops.insert(0, oc_i)
             sch.unroll(oc_i)
-        sch.reorder(*outer, ow_o, *reduction, *tile)
+        sch.reorder(*outer, *spans, ow_o, *reduction, *tile_loops)
         self.parallel(sch, outer)
         sch.unroll(ow_i)
         sch.unroll(reduction[-1])
         self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block], keep_unit_loops=self.sampling)
-        if width % pixels:  # one copy of the tile per place in the row: the last one's bound checks fold away
+        if tile.span % tile.pixels:  # the last tile's bound checks fold away in its own copy
             sch.unroll(ow_o)
         return sch
 

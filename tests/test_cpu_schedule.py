@@ -66,6 +66,7 @@ def _compile(model, **options):
     (1, 3, 8, 7, 7, 2, 3, 1),       # 7x7 stride-2 stem on a tiny image
     (1, 32, 32, 7, 3, 1, 1, 1),     # blocked layout on AVX-512/AVX2: 7 wide (ResNet's last stage; AVX2: 4 + 3)
     (1, 16, 32, 13, 1, 1, 0, 1),    # blocked 1x1, 13 wide: uneven tiles (AVX2: 5 + 5 + 3, AVX-512: 7 + 6)
+    (1, 16, 32, 27, 1, 1, 0, 1),    # blocked 1x1, 27 wide: AVX2 spans of 9 (5 + 4)
     (1, 16, 32, 15, 3, 2, 1, 1),    # blocked, stride 2, odd width
     (2, 16, 16, 9, 1, 1, 0, 1),     # blocked 1x1, batch 2
     (1, 32, 64, 14, 3, 1, 1, 1),    # blocked, 4 output blocks: a tile of 7 pixels x 2 blocks on AVX-512
@@ -119,22 +120,26 @@ def test_batch_matmul_softmax_pooling_and_elementwise():
 
 @pytest.mark.parametrize("width, chunks, registers, tile", [
     (56, 4, 32, (8, 2)), (28, 8, 32, (7, 2)), (7, 32, 32, (7, 2)), (27, 8, 32, (9, 2)), (55, 4, 32, (5, 2)),
-    (13, 16, 32, (7, 2)),  # 13 x 2 would spill: a row of 7 + 6 pixels
     (56, 63, 32, (14, 1)),  # an odd number of blocks (SqueezeNet's 1008 channels)
     (56, 4, 16, (4, 2)), (28, 6, 16, (4, 3)),  # AVX2: accumulators, weights and the broadcast in 16 registers
     (13, 125, 16, (13, 1)),  # SqueezeNet's classifier: 5 blocks would leave room for 1 pixel
-    (7, 32, 16, (4, 2)), (14, 32, 16, (5, 2)), (13, 16, 16, (5, 2)),  # uneven AVX2 rows: 4 + 3, 5 + 5 + 4, 5 + 5 + 3
-    (13, 24, 16, (5, 2)),  # not 4 + 4 + 4 + 1 pixels x 3 blocks: the last tile would be one pixel
     (16, 4, 16, (4, 2)),  # not 6 + 6 + 4: at most 10 accumulators in an uneven row on AVX2
-    (49, 32, 16, (7, 1)),  # 9 tiles of 6 would be too many copies of the reduction loop
 ])
 def test_register_tile_fits_the_registers(width, chunks, registers, tile):
+    assert register_tile(width, chunks, registers) == (*tile, tile[0])
+
+
+@pytest.mark.parametrize("width, chunks, registers, tile", [
+    (7, 32, 16, (4, 2, 7)), (14, 32, 16, (5, 2, 14)), (13, 16, 16, (5, 2, 13)),  # 4 + 3, 5 + 5 + 4, 5 + 5 + 3
+    (13, 24, 16, (5, 2, 13)),  # not 4 + 4 + 4 + 1 pixels x 3 blocks: the last tile would be one pixel
+    (49, 32, 16, (4, 2, 7)),  # 7 spans of 4 + 3 (a Winograd GEMM over 7 x 7 tiles)
+    (27, 8, 16, (5, 2, 9)),  # 3 spans of 5 + 4, not 9 tiles of 3
+    (13, 16, 32, (7, 2, 13)),  # AVX-512, where 13 x 2 spills: 7 + 6
+])
+def test_uneven_register_tiles_cover_the_row_in_spans(width, chunks, registers, tile):
     assert register_tile(width, chunks, registers) == tile
-
-
-def test_register_tile_of_a_tuning_space_divides_the_row():
-    assert register_tile(7, 32, 16, uneven=False) == (7, 1)
-    assert register_tile(14, 32, 16, uneven=False) == (2, 4)
+    assert register_tile(width, chunks, registers, uneven=False).span == register_tile(
+        width, chunks, registers, uneven=False).pixels  # a tuning space's tiles divide the row
 
 
 def test_vector_lanes_follow_the_target():
@@ -174,7 +179,7 @@ def test_tuning_space_samples_the_conv_tiles_and_every_sample_computes_the_same(
     space = sample(s_tir.Schedule(kernel))
     decisions = [[int(v) for v in d] for d in space.trace.decisions.values()]
     lanes = vector_lanes(target)
-    pixels, blocks = register_tile(12, 64 // lanes, vector_registers(target))
+    pixels, blocks, _ = register_tile(12, 64 // lanes, vector_registers(target), uneven=False)
     assert [12 // pixels, pixels] in decisions and [64 // lanes // blocks, blocks] in decisions
 
     args = [np.random.default_rng(1).uniform(-1, 1, [int(s) for s in a.shape]).astype(a.dtype)
