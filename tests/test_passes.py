@@ -211,6 +211,16 @@ def test_classifier_conv_is_padded_to_whole_blocks():
     assert "Conv2dNCHWc" in compiled.metadata["schedules"]["kernels"].values()
 
 
+def test_classifier_conv_on_an_odd_number_of_blocks_is_padded_to_an_even_one():
+    """9 whole blocks: padded to 10, so that the register tiles can hold two blocks (`register_tile`)."""
+    model = _classifier_head(9 * BLOCK)
+    blocked = run_passes(import_model(load_model(model)).mod, PassConfig(channel_block=BLOCK),
+                         stop_after="FoldConstant.prepack").mod
+    assert f"(1, 10, 6, 6, {BLOCK})" in str(blocked["main"]) and op_counts(blocked)["relax.strided_slice"] == 1
+    compiled = edgetune.compile(model)
+    assert compiled.validation.passed, compiled.validation.summary()
+
+
 def test_channel_padding_stays_out_of_a_conv_to_conv_chain():
     """Sliced before another conv, padding would cost two layout transforms: the half-block layout stays."""
     model = _classifier_head(8 * BLOCK - BLOCK // 2, then_conv=True)
@@ -447,7 +457,6 @@ def test_collapse_data_movement_composes_chains_and_drops_identities():
 def test_negative_squeeze_axes_pass_through_the_blocked_layout():
     """TVM's ConvertLayout aborted (std::bad_alloc) on `squeeze(axis=[-1])`, as exporters write after
     pooling; the axes are counted from the front first, and the numerics do not change."""
-    from edgetune.passes.layout import BlockedLayout
     from edgetune.passes.legalize import legalize_map
 
     bb = relax.BlockBuilder()
