@@ -6,9 +6,10 @@ transforms around it; on an odd number of whole blocks (1000 = 125 x 8 on AVX2) 
 block (13 x 1 pixels x blocks), not two. `PadOutputChannels` gives the conv zero weight rows up to the next
 even number of whole blocks (else the next whole block) and slices the real channels off after the chain of
 per-channel ops that follows it (bias, activation, global pooling), where the slice is a copy of a few values.
-SqueezeNet's conv10 padded to 126 blocks ran 22-29% faster (AVX2, 1 and 2 threads) for 0.8% more arithmetic. It pads only where that is cheap: at most one extra
-channel in eight, and only when the chain ends in spatial pooling (the classifier head) or no block divides
-the channels at all; a padded tensor sliced before another conv would cost two layout transforms.
+SqueezeNet's conv10 padded to 126 blocks ran 22-29% faster (AVX2, 1 and 2 threads) for 0.8% more arithmetic.
+It pads only where that is cheap: at most one extra channel in eight, and only when the chain ends in spatial
+pooling (the classifier head) or no block divides the channels at all; a padded tensor sliced before another
+conv would cost two layout transforms.
 """
 
 from __future__ import annotations

@@ -278,6 +278,11 @@ class RegisterTile(NamedTuple):
     blocks: int
     span: int
 
+    @property
+    def uneven(self) -> bool:
+        """Whether the span's last tile is narrower (each tile then needs its own unrolled copy)."""
+        return self.span % self.pixels != 0
+
 
 def register_tile(width: int, chunks: int, registers: int, uneven: bool = True) -> RegisterTile:
     """The accumulator tile of a blocked conv for a row of `width` pixels and `chunks` channel blocks: per
@@ -364,11 +369,11 @@ class Conv2dNCHWc(_BlockedConv):
         if _extent(sch, oc_block) not in (self.lanes, self.lanes // 2):  # half: `passes.layout.channel_block_for`
             return None
         chunks = 1 if chunk is None else _extent(sch, outer[chunk])
-        # A tuning space samples perfect tiles only: its default decision must be one of them.
         width = _extent(sch, ow)
+        # A tuning space samples perfect tiles only: its default decision must be one of them.
         tile = register_tile(width, chunks, self.registers, uneven=not self.sampling)
         spans = []
-        if tile.span % tile.pixels and tile.span < width:  # spans of uneven tiles
+        if tile.uneven and tile.span < width:
             span, ow = sch.split(ow, [None, tile.span])
             spans.append(span)
         ow_o, ow_i = self.split_tile(sch, ow, tile.pixels, self.most_pixels)
@@ -383,7 +388,7 @@ class Conv2dNCHWc(_BlockedConv):
         sch.unroll(reduction[-1])
         self.schedule_prologue(sch, producers)
         _tile_in_registers(sch, block, ow_o, consumers, reduction[0], [oc_block], keep_unit_loops=self.sampling)
-        if tile.span % tile.pixels:  # the last tile's bound checks fold away in its own copy
+        if tile.uneven:  # the last tile's bound checks fold away in its own copy
             sch.unroll(ow_o)
         return sch
 

@@ -138,8 +138,8 @@ def test_register_tile_fits_the_registers(width, chunks, registers, tile):
 ])
 def test_uneven_register_tiles_cover_the_row_in_spans(width, chunks, registers, tile):
     assert register_tile(width, chunks, registers) == tile
-    assert register_tile(width, chunks, registers, uneven=False).span == register_tile(
-        width, chunks, registers, uneven=False).pixels  # a tuning space's tiles divide the row
+    exact = register_tile(width, chunks, registers, uneven=False)
+    assert exact.span == exact.pixels  # a tuning space's tiles divide the row
 
 
 def test_vector_lanes_follow_the_target():
